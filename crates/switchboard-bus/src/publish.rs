@@ -1,0 +1,105 @@
+//! Confirmed publishing.
+
+use lapin::{options::BasicPublishOptions, BasicProperties, Confirmation};
+use switchboard_domain::DeadLetter;
+
+use crate::{
+    headers::{dead_letter_headers, to_field_table, Headers},
+    topology::routing,
+    Bus, BusError,
+};
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub headers: Headers,
+    pub message_id: Option<String>,
+    pub content_type: &'static str,
+}
+
+impl Bus {
+    /// A JSON message for the events exchange.
+    pub fn event<T: serde::Serialize>(&self, routing_key: &str, value: &T) -> Result<Outgoing, BusError> {
+        let body = serde_json::to_vec(value).map_err(|e| BusError::Encode(e.to_string()))?;
+        Ok(Outgoing {
+            exchange: self.topology().events_exchange.clone(),
+            routing_key: routing_key.to_string(),
+            body,
+            headers: Headers::new(),
+            message_id: None,
+            content_type: "application/json",
+        })
+    }
+
+    /// A dead letter: the original body with the reason and counters as headers. The original
+    /// headers (e.g. trace context) are kept.
+    pub fn dead_letter(&self, body: Vec<u8>, mut headers: Headers, info: &DeadLetter) -> Outgoing {
+        headers.extend(dead_letter_headers(info));
+        Outgoing {
+            exchange: self.topology().dead_letter_exchange.clone(),
+            routing_key: routing::DEAD.to_string(),
+            body,
+            headers,
+            message_id: None,
+            content_type: "application/json",
+        }
+    }
+
+    /// Publishes one message and waits for the broker's confirm.
+    pub async fn publish(&self, message: Outgoing) -> Result<(), BusError> {
+        self.publish_all(std::slice::from_ref(&message)).await
+    }
+
+    /// Publishes several messages pipelined (all sent, then all confirms awaited) and succeeds
+    /// only if the broker confirmed every one of them. On error some may have been stored:
+    /// callers rely on downstream idempotency when they retry.
+    pub async fn publish_all(&self, messages: &[Outgoing]) -> Result<(), BusError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let (channel, generation) = self.publisher().await?;
+        let result = tokio::time::timeout(self.timeout(), async {
+            let mut pending = Vec::with_capacity(messages.len());
+            for m in messages {
+                let mut props = BasicProperties::default()
+                    .with_delivery_mode(2) // persistent: survives a broker restart
+                    .with_content_type(m.content_type.into())
+                    .with_timestamp(switchboard_domain::now_ms().max(0) as u64 / 1000)
+                    .with_app_id("switchboard".into());
+                if !m.headers.is_empty() {
+                    props = props.with_headers(to_field_table(&m.headers));
+                }
+                if let Some(id) = &m.message_id {
+                    props = props.with_message_id(id.as_str().into());
+                }
+                // `mandatory`: an unroutable message comes back instead of vanishing silently.
+                let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+                let confirm = channel
+                    .basic_publish(m.exchange.as_str().into(), m.routing_key.as_str().into(), options, &m.body, props)
+                    .await?;
+                pending.push((confirm, &m.routing_key));
+            }
+            for (confirm, key) in pending {
+                match confirm.await? {
+                    Confirmation::Ack(None) => {}
+                    Confirmation::Ack(Some(_)) => return Err(BusError::Unroutable(key.clone())),
+                    Confirmation::Nack(_) => return Err(BusError::Nacked),
+                    // Never treat an unconfirmed publish as success.
+                    Confirmation::NotRequested => return Err(BusError::Amqp("publisher confirms not enabled".into())),
+                }
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or(Err(BusError::Timeout(self.timeout())));
+        if let Err(e) = &result {
+            if matches!(e, BusError::Amqp(_) | BusError::Timeout(_)) {
+                self.invalidate(generation).await;
+            }
+        }
+        result
+    }
+}
