@@ -4,7 +4,9 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use lapin::{
-    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    },
     types::FieldTable,
     Acker, Channel, Consumer,
 };
@@ -39,24 +41,44 @@ pub struct Delivery {
     pub message_id: Option<String>,
     pub queue: String,
     acker: Acker,
+    /// Keeps the channel of a one-off `basic_get` open while the delivery is unsettled.
+    _channel: Option<Channel>,
 }
 
 impl Delivery {
     fn new(d: lapin::message::Delivery, queue: &str) -> Self {
         Self {
             headers: from_field_table(d.properties.headers().as_ref()),
-            message_id: d.properties.message_id().as_ref().map(|s| s.as_str().to_string()),
+            message_id: d
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.as_str().to_string()),
             redelivered: d.redelivered,
             routing_key: d.routing_key.as_str().to_string(),
             queue: queue.to_string(),
             body: d.data,
             acker: d.acker,
+            _channel: None,
         }
+    }
+
+    pub(crate) fn from_get(
+        m: lapin::message::BasicGetMessage,
+        queue: &str,
+        channel: Channel,
+    ) -> Self {
+        let mut d = Self::new(m.delivery, queue);
+        d._channel = Some(channel);
+        d
     }
 
     /// How many times this message was delivered before (quorum queues count it).
     pub fn delivery_count(&self) -> u32 {
-        self.headers.get("x-delivery-count").and_then(|v| v.parse().ok()).unwrap_or(0)
+        self.headers
+            .get("x-delivery-count")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Done with it: the broker forgets the message.
@@ -67,13 +89,23 @@ impl Delivery {
 
     /// Give it back for redelivery (to this or another consumer).
     pub async fn requeue(&self) -> Result<(), BusError> {
-        self.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+        self.acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await?;
         Ok(())
     }
 
     /// Refuse it: the queue dead-letters it to the DLQ.
     pub async fn reject(&self) -> Result<(), BusError> {
-        self.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await?;
+        self.acker
+            .nack(BasicNackOptions {
+                requeue: false,
+                ..Default::default()
+            })
+            .await?;
         Ok(())
     }
 }
@@ -168,14 +200,20 @@ where
         while tasks.join_next().await.is_some() {}
     }
     if let Some((channel, _)) = current {
-        let _ = tokio::time::timeout(Duration::from_secs(2), channel.close(200, "shutdown".into())).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            channel.close(200, "shutdown".into()),
+        )
+        .await;
     }
     tracing::info!(queue = %config.queue, "consumer stopped");
 }
 
 async fn open(bus: &Bus, config: &ConsumerConfig) -> Result<(Channel, Consumer), BusError> {
     let channel = bus.channel().await?;
-    channel.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await?;
     let tag = format!("{}-{}-{}", config.tag, std::process::id(), next_id());
     let consumer = channel
         .basic_consume(

@@ -13,6 +13,7 @@ mod connection;
 pub mod consume;
 mod error;
 pub mod headers;
+mod inspect;
 mod publish;
 pub mod topology;
 

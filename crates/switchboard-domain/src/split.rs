@@ -51,18 +51,18 @@ fn prefix_end(s: &str, max: usize) -> usize {
 /// the strongest boundary that still leaves a reasonably long part (at least a third of it).
 fn best_cut(window: &str) -> Option<usize> {
     let min = window.len() / 3;
-    let candidates: [&dyn Fn(&str) -> Option<usize>; 4] = [
-        &|w| w.rfind("\n\n").map(|i| i + 2),
-        &|w| w.rfind('\n').map(|i| i + 1),
-        &|w| {
-            [". ", "! ", "? ", "。", "! ", "? "]
-                .iter()
-                .filter_map(|sep| w.rfind(sep).map(|i| i + sep.len()))
-                .max()
-        },
-        &|w| w.rfind(char::is_whitespace).map(|i| i + 1),
-    ];
-    candidates.iter().find_map(|find| find(window).filter(|&i| i > min && i > 0))
+    let acceptable = |i: usize| i > min;
+    let paragraph = window.rfind("\n\n").map(|i| i + 2);
+    let line = window.rfind('\n').map(|i| i + 1);
+    let sentence = [". ", "! ", "? ", "\u{3002}", "\u{ff01}", "\u{ff1f}"]
+        .iter()
+        .filter_map(|sep| window.rfind(sep).map(|i| i + sep.len()))
+        .max();
+    let space = window.rfind(char::is_whitespace).map(|i| i + 1);
+    [paragraph, line, sentence, space]
+        .into_iter()
+        .flatten()
+        .find(|&i| acceptable(i))
 }
 
 #[cfg(test)]
@@ -101,7 +101,10 @@ mod tests {
     fn a_giant_word_is_cut_hard_and_nothing_is_lost() {
         let text = "x".repeat(10_000);
         let parts = split_message(&text, 4096);
-        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![4096, 4096, 1808]);
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![4096, 4096, 1808]
+        );
     }
 
     #[test]

@@ -46,7 +46,11 @@ pub fn init(service_name: &'static str, format: Format) -> Option<Telemetry> {
         .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,actix_server=warn"));
     let fmt = match format {
         Format::Text => tracing_subscriber::fmt::layer().with_target(true).boxed(),
-        Format::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).boxed(),
+        Format::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .boxed(),
     };
     tracing_subscriber::registry()
         .with(filter)

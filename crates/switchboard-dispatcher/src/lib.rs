@@ -1,0 +1,83 @@
+//! The dispatcher role: sends replies through the Graph API, at most once per reply part, and
+//! records delivery statuses.
+//!
+//! * [`send`]: consumes `{ns}.outbound`; splits a reply into ≤ 4096-character parts and sends
+//!   them in order, each under a send-ledger claim keyed by (reply id, part) so a redelivered
+//!   job resumes at the first unsent part and never sends a part twice; transient failures are
+//!   retried with capped exponential backoff and jitter, classified by WhatsApp error code;
+//!   permanent failures and exhausted retries go to the DLQ with code and attempt count.
+//! * [`statuses`]: consumes `{ns}.statuses` and keeps a monotonic status per outbound message.
+
+mod send;
+mod statuses;
+
+use std::sync::Arc;
+
+use switchboard_bus::{consume, Bus, ConsumerConfig};
+use switchboard_config::{Settings, Tenants};
+use switchboard_store::Store;
+use switchboard_whatsapp::GraphClient;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub bus: Bus,
+    pub store: Store,
+    pub graph: GraphClient,
+    pub tenants: Arc<Tenants>,
+    pub settings: Settings,
+    pub shutdown: CancellationToken,
+}
+
+/// Consumes the outbound and status queues until `shutdown` is cancelled, then drains.
+pub async fn run(
+    settings: &Settings,
+    bus: Bus,
+    store: Store,
+    graph: GraphClient,
+    tenants: Arc<Tenants>,
+    shutdown: CancellationToken,
+) {
+    let dispatcher = Dispatcher {
+        inner: Arc::new(Inner {
+            bus: bus.clone(),
+            store,
+            graph,
+            tenants,
+            settings: settings.clone(),
+            shutdown: shutdown.clone(),
+        }),
+    };
+    let concurrency = settings.dispatcher_concurrency;
+    let topology = bus.topology().clone();
+    let outbound = ConsumerConfig {
+        queue: topology.outbound.clone(),
+        prefetch: concurrency.clamp(1, u16::MAX as usize) as u16,
+        concurrency,
+        drain_timeout: settings.shutdown_timeout(),
+        tag: "dispatcher".into(),
+    };
+    let statuses = ConsumerConfig {
+        queue: topology.statuses.clone(),
+        prefetch: 64,
+        concurrency: 16,
+        drain_timeout: settings.shutdown_timeout(),
+        tag: "statuses".into(),
+    };
+    let d1 = dispatcher.clone();
+    let d2 = dispatcher;
+    tokio::join!(
+        consume::run(bus.clone(), outbound, shutdown.clone(), move |delivery| {
+            let d = d1.clone();
+            async move { d.handle_outbound(delivery).await }
+        }),
+        consume::run(bus, statuses, shutdown, move |delivery| {
+            let d = d2.clone();
+            async move { d.handle_status(delivery).await }
+        }),
+    );
+}

@@ -1,0 +1,213 @@
+//! The webhook, handshake and probe handlers.
+
+use std::collections::HashMap;
+
+use actix_web::{
+    http::header::CONTENT_LENGTH,
+    web::{self, Bytes, BytesMut},
+    HttpRequest, HttpResponse,
+};
+use futures_util::StreamExt;
+use subtle::ConstantTimeEq;
+use switchboard_bus::{headers::names, topology::routing, Headers, Outgoing};
+use switchboard_domain::now_ms;
+use switchboard_whatsapp::{parse_webhook, split_batch, verify_signature};
+
+use crate::{IngressState, WebhookError};
+
+pub const WEBHOOK_PATH: &str = "/webhooks/whatsapp";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(WEBHOOK_PATH)
+            .route(web::get().to(verify_handshake))
+            .route(web::post().to(receive_webhook)),
+    )
+    .route("/healthz", web::get().to(healthz))
+    .route("/readyz", web::get().to(readyz));
+}
+
+/// REFERENCE §1: 200 with the bare challenge as text/plain when `hub.mode` is `subscribe` and
+/// the token matches; 403 otherwise.
+async fn verify_handshake(
+    state: web::Data<IngressState>,
+    query: web::Query<HashMap<String, String>>,
+    req: HttpRequest,
+) -> HttpResponse {
+    let mode = query.get("hub.mode").map(String::as_str);
+    let token = query.get("hub.verify_token").map(String::as_bytes);
+    let challenge = query.get("hub.challenge");
+    let token_ok = token.is_some_and(|given| {
+        state
+            .tenants
+            .all_verify_tokens()
+            .iter()
+            .fold(false, |ok, expected| {
+                ok | bool::from(given.ct_eq(expected.as_bytes()))
+            })
+    });
+    match (mode, challenge) {
+        (Some("subscribe"), Some(challenge)) if token_ok => {
+            tracing::info!("webhook verification handshake accepted");
+            HttpResponse::Ok()
+                .content_type("text/plain")
+                .body(challenge.clone())
+        }
+        _ => {
+            security_event(&req, "verify_token_mismatch");
+            HttpResponse::Forbidden()
+                .content_type("text/plain")
+                .body("forbidden")
+        }
+    }
+}
+
+#[tracing::instrument(
+    name = "POST /webhooks/whatsapp",
+    skip_all,
+    fields(http.request.method = "POST", http.route = WEBHOOK_PATH, inbound, statuses)
+)]
+async fn receive_webhook(
+    state: web::Data<IngressState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, WebhookError> {
+    let body = read_body(&req, payload, state.max_body_bytes)
+        .await
+        .inspect_err(|e| {
+            if matches!(e, WebhookError::TooLarge { .. }) {
+                security_event(&req, "oversize_body");
+            }
+        })?;
+    let signature = req
+        .headers()
+        .get("X-Hub-Signature-256")
+        .and_then(|v| v.to_str().ok());
+    if signature.is_none() {
+        security_event(&req, "missing_signature");
+        return Err(WebhookError::MissingSignature);
+    }
+    if !verify_signature(&state.tenants.all_app_secrets(), &body, signature) {
+        security_event(&req, "bad_signature");
+        return Err(WebhookError::BadSignature);
+    }
+    let received_at_ms = now_ms();
+
+    let parsed = match parse_webhook(&body) {
+        Ok(p) => p,
+        Err(error) => {
+            // Signed by Meta but unreadable: a bug on our side or a new shape. Park the raw bytes
+            // for inspection and answer 200, or Meta would resend it for a week.
+            tracing::warn!(%error, bytes = body.len(), "signed webhook body unreadable; parked");
+            let mut headers = Headers::new();
+            headers.insert(names::REASON.into(), error.to_string());
+            headers.insert(names::RECEIVED_AT.into(), received_at_ms.to_string());
+            state
+                .bus
+                .publish(Outgoing {
+                    exchange: state.bus.topology().events_exchange.clone(),
+                    routing_key: routing::REJECTED.into(),
+                    body: body.to_vec(),
+                    headers,
+                    message_id: None,
+                    content_type: "application/octet-stream",
+                })
+                .await?;
+            return Ok(HttpResponse::Ok().finish());
+        }
+    };
+
+    let tenants = &state.tenants;
+    let batch = split_batch(
+        &parsed,
+        |pnid| tenants.by_phone_number_id(pnid).map(|t| t.id.clone()),
+        &state.pseudonymizer,
+        received_at_ms,
+    );
+    for _ in &batch.unknown_phone_number_ids {
+        security_event(&req, "unknown_phone_number_id");
+    }
+    if !batch.value_error_codes.is_empty() {
+        tracing::warn!(codes = ?batch.value_error_codes, "webhook carried out-of-band WhatsApp errors");
+    }
+    let span = tracing::Span::current();
+    span.record("inbound", batch.inbound.len());
+    span.record("statuses", batch.statuses.len());
+
+    let mut messages = Vec::with_capacity(batch.inbound.len() + batch.statuses.len());
+    for ev in &batch.inbound {
+        let mut m = state.bus.event(routing::INBOUND, ev)?;
+        m.message_id = Some(ev.wamid.clone());
+        switchboard_telemetry::inject(&mut m.headers);
+        messages.push(m);
+    }
+    for st in &batch.statuses {
+        let mut m = state.bus.event(routing::STATUS, st)?;
+        m.message_id = Some(format!("{}:{}", st.wamid, st.status));
+        switchboard_telemetry::inject(&mut m.headers);
+        messages.push(m);
+    }
+    // 200 only once the broker has confirmed every event of the batch.
+    state.bus.publish_all(&messages).await.inspect_err(|error| {
+        tracing::error!(%error, events = messages.len(), "publishing webhook events failed; answering 503");
+    })?;
+    tracing::debug!(
+        events = messages.len(),
+        skipped = batch.skipped_messages,
+        ignored_changes = batch.ignored_changes,
+        "webhook accepted"
+    );
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (by header, then by counting).
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, WebhookError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(WebhookError::TooLarge { limit });
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| WebhookError::BodyRead)?;
+        if body.len() + chunk.len() > limit {
+            return Err(WebhookError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// A security-relevant event: logged with the peer address, never with the body.
+fn security_event(req: &HttpRequest, kind: &'static str) {
+    let peer = req
+        .connection_info()
+        .realip_remote_addr()
+        .unwrap_or("unknown")
+        .to_string();
+    tracing::warn!(security_event = kind, peer = %peer, path = req.path(), "security event");
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+/// Ready when the broker and Redis both answer now.
+async fn readyz(state: web::Data<IngressState>) -> HttpResponse {
+    let (broker, redis) = tokio::join!(state.bus.is_ready(), async {
+        state.store.ping().await.is_ok()
+    });
+    let body = serde_json::json!({ "broker": broker, "redis": redis });
+    if broker && redis {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

@@ -1,0 +1,114 @@
+//! Key layout. Every key the store writes is built here.
+//!
+//! Tenants, conversations and ids are already safe strings (pseudonyms and WhatsApp/reply ids);
+//! phone numbers never reach a key.
+
+use std::fmt;
+
+/// Identifies one claim (idempotency record / exclusive lease), without the namespace.
+///
+/// The store turns it into `{ns}:claim:{tenant}:{kind}:{id}`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClaimKey {
+    id: String,
+}
+
+impl ClaimKey {
+    /// The claim on processing one inbound message (`kind = in`), keyed by its wamid.
+    pub fn inbound(tenant: &str, wamid: &str) -> Self {
+        Self {
+            id: format!("{tenant}:in:{wamid}"),
+        }
+    }
+
+    /// The send-ledger claim on one part of a reply (`kind = send`).
+    pub fn send(tenant: &str, reply_id: &str, part: usize) -> Self {
+        Self {
+            id: format!("{tenant}:send:{reply_id}:{part}"),
+        }
+    }
+
+    /// The key without the namespace and the `claim:` prefix: `{tenant}:{kind}:{id}`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl fmt::Debug for ClaimKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ClaimKey").field(&self.id).finish()
+    }
+}
+
+/// Builds full keys under one namespace.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    ns: String,
+}
+
+impl Keys {
+    pub(crate) fn new(ns: &str) -> Self {
+        Self { ns: ns.to_owned() }
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    /// `{ns}:claim:{tenant}:{kind}:{id}`
+    pub(crate) fn claim(&self, key: &ClaimKey) -> String {
+        format!("{}:claim:{}", self.ns, key.id)
+    }
+
+    /// `{ns}:ctx:{{tenant}:{conversation}}`: the braces are a literal Redis Cluster hash tag,
+    /// so everything about one conversation lands on one slot.
+    pub(crate) fn context(&self, tenant: &str, conversation: &str) -> String {
+        format!("{}:ctx:{{{tenant}:{conversation}}}", self.ns)
+    }
+
+    /// `{ns}:status:{tenant}:{wamid}`
+    pub(crate) fn status(&self, tenant: &str, wamid: &str) -> String {
+        format!("{}:status:{tenant}:{wamid}", self.ns)
+    }
+}
+
+/// A namespace must be non-empty and made of `[A-Za-z0-9_.:-]`: no braces (they would steal
+/// the hash tag), no whitespace, no glob characters (tools SCAN `ns:*`).
+pub(crate) fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 64
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let k = Keys::new("sb");
+        assert_eq!(
+            k.claim(&ClaimKey::inbound("t1", "wamid.X")),
+            "sb:claim:t1:in:wamid.X"
+        );
+        assert_eq!(
+            k.claim(&ClaimKey::send("t1", "rp_1", 2)),
+            "sb:claim:t1:send:rp_1:2"
+        );
+        assert_eq!(k.context("t1", "c9"), "sb:ctx:{t1:c9}");
+        assert_eq!(k.status("t1", "wamid.Y"), "sb:status:t1:wamid.Y");
+        assert_eq!(ClaimKey::send("t", "r", 0).id(), "t:send:r:0");
+    }
+
+    #[test]
+    fn namespaces() {
+        assert!(valid_namespace("switchboard"));
+        assert!(valid_namespace("sbtest-1a2b"));
+        assert!(!valid_namespace(""));
+        assert!(!valid_namespace("a{b}"));
+        assert!(!valid_namespace("a b"));
+        assert!(!valid_namespace("a*"));
+    }
+}

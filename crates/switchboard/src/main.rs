@@ -1,0 +1,243 @@
+//! `switchboard`: one binary, one role per process (or all of them, for local use).
+//!
+//! ```text
+//! switchboard ingress     # Meta's webhook endpoint
+//! switchboard worker      # inbound messages → LLM → outbound replies
+//! switchboard dispatcher  # outbound replies → Graph API; delivery statuses
+//! switchboard all         # the three roles in one process
+//! ```
+//! Configuration comes from `SWITCHBOARD_*` variables (see `docs/configuration.md`).
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use clap::{Parser, Subcommand};
+use switchboard_bus::{Bus, BusOptions};
+use switchboard_config::{LogFormat, Role, Settings, Tenants};
+use switchboard_llm::LlmClient;
+use switchboard_store::Store;
+use switchboard_whatsapp::GraphClient;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "AI assistants on WhatsApp Business: webhook → RabbitMQ → LLM → Graph API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// Serve Meta's webhook (SWITCHBOARD_HTTP_ADDR).
+    Ingress,
+    /// Answer inbound messages with the LLM.
+    Worker,
+    /// Send replies through the Graph API and record delivery statuses.
+    Dispatcher,
+    /// All three roles in one process (local use and demos).
+    All,
+}
+
+impl Command {
+    fn roles(self) -> &'static [Role] {
+        match self {
+            Command::Ingress => &[Role::Ingress],
+            Command::Worker => &[Role::Worker],
+            Command::Dispatcher => &[Role::Dispatcher],
+            Command::All => &[Role::Ingress, Role::Worker, Role::Dispatcher],
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load().and_then(|s| s.validate(cli.command.roles()).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(error) => {
+            eprintln!("switchboard: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("switchboard: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match run(cli.command, settings).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "switchboard stopped on an error");
+                eprintln!("switchboard: {error:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    let format = match settings.log_format {
+        LogFormat::Json => switchboard_telemetry::Format::Json,
+        LogFormat::Text => switchboard_telemetry::Format::Text,
+    };
+    let telemetry = switchboard_telemetry::init("switchboard", format);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+
+    let tenants = Arc::new(Tenants::from_settings(&settings));
+    let bus = Bus::new_lazy(
+        settings.amqp_url.expose(),
+        &settings.namespace,
+        BusOptions {
+            operation_timeout: settings.publish_timeout(),
+            connection_name: format!("switchboard-{}", name(command)),
+        },
+    );
+    let Some(store) = connect_store(&settings, &shutdown).await else {
+        return Ok(()); // shut down while waiting for Redis
+    };
+
+    let ingress = async {
+        if !matches!(command, Command::Ingress | Command::All) {
+            return Ok(());
+        }
+        let listener = std::net::TcpListener::bind(settings.http_addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.http_addr))?;
+        switchboard_ingress::run(
+            &settings,
+            listener,
+            bus.clone(),
+            store.clone(),
+            tenants.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    };
+    let worker = async {
+        if matches!(command, Command::Worker | Command::All) {
+            let llm = LlmClient::new(
+                &settings.llm_base_url,
+                Some(settings.llm_api_key.expose()).filter(|k| !k.is_empty()),
+                settings.llm_timeout(),
+            )?;
+            switchboard_worker::run(
+                &settings,
+                bus.clone(),
+                store.clone(),
+                llm,
+                tenants.clone(),
+                shutdown.clone(),
+            )
+            .await;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let dispatcher = async {
+        if matches!(command, Command::Dispatcher | Command::All) {
+            let graph = GraphClient::new(
+                &settings.graph_api_base,
+                Duration::from_millis(settings.graph_timeout_ms),
+            )?;
+            switchboard_dispatcher::run(
+                &settings,
+                bus.clone(),
+                store.clone(),
+                graph,
+                tenants.clone(),
+                shutdown.clone(),
+            )
+            .await;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let result = tokio::try_join!(
+        stop_all_on_error(ingress, &shutdown),
+        stop_all_on_error(worker, &shutdown),
+        stop_all_on_error(dispatcher, &shutdown)
+    );
+    bus.close().await;
+    tracing::info!("switchboard stopped");
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
+    result.map(|_| ())
+}
+
+/// A role that fails takes the whole process down (and its supervisor restarts it).
+async fn stop_all_on_error<F>(role: F, shutdown: &CancellationToken) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let result = role.await;
+    if result.is_err() {
+        shutdown.cancel();
+    }
+    result
+}
+
+/// Redis may start after us (compose, Kubernetes): wait for it with backoff until shutdown.
+async fn connect_store(settings: &Settings, shutdown: &CancellationToken) -> Option<Store> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match Store::connect(
+            settings.redis_url.expose(),
+            &settings.namespace,
+            settings.redis_pool_size,
+        )
+        .await
+        {
+            Ok(store) => return Some(store),
+            Err(error) => tracing::warn!(%error, retry_in = ?delay, "Redis unreachable; waiting"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return None,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// SIGTERM or Ctrl-C: graceful shutdown. A second signal exits at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    wait_for_signal().await;
+    tracing::info!("shutdown requested; draining");
+    shutdown.cancel();
+    wait_for_signal().await;
+    tracing::warn!("second signal; exiting now");
+    std::process::exit(130);
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn name(command: Command) -> &'static str {
+    match command {
+        Command::Ingress => "ingress",
+        Command::Worker => "worker",
+        Command::Dispatcher => "dispatcher",
+        Command::All => "all",
+    }
+}

@@ -1,0 +1,298 @@
+//! One test's world: a namespace of its own on the real broker and Redis, fakes for the SaaS,
+//! and the roles started in-process.
+
+use std::{net::TcpListener, sync::Arc, time::Duration};
+
+use switchboard_bus::{Bus, BusOptions};
+use switchboard_config::{Settings, Tenants};
+use switchboard_llm::LlmClient;
+use switchboard_store::Store;
+use switchboard_whatsapp::GraphClient;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{FakeGraph, FakeLlm};
+
+/// The fixtures' business phone number id.
+pub const PHONE_NUMBER_ID: &str = "200000000000002";
+/// The fixtures' app secret (their signatures are made with it).
+pub const APP_SECRET: &str = "test_app_secret";
+pub const VERIFY_TOKEN: &str = "test-verify-token";
+pub const ACCESS_TOKEN: &str = "test-access-token";
+
+/// A running role. Dropping it does not stop it: call [`RoleHandle::stop`] or
+/// [`RoleHandle::kill`].
+pub struct RoleHandle {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+    bus: Bus,
+}
+
+impl RoleHandle {
+    /// Graceful stop: the role drains and returns.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+        self.bus.close().await;
+    }
+
+    /// A crash: the task is aborted mid-flight and its broker connection dropped, so its unacked
+    /// deliveries go back to the queue, as when a process dies.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.bus.close().await;
+    }
+}
+
+pub struct TestEnv {
+    pub settings: Settings,
+    pub tenants: Arc<Tenants>,
+    /// A bus for the test's own inspection (queue depths, DLQ reads).
+    pub bus: Bus,
+    pub store: Store,
+    pub llm: FakeLlm,
+    pub graph: FakeGraph,
+    roles: Vec<(CancellationToken, JoinHandle<()>, Bus)>,
+    ingress_url: Option<String>,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    /// A fresh namespace, fakes started, settings tuned for tests (short backoffs and leases),
+    /// then `adjust` applied.
+    pub async fn with(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let llm = FakeLlm::start().await;
+        let graph = FakeGraph::start().await;
+        let mut s = Settings::load_from(std::iter::empty()).expect("defaults load");
+        s.namespace = format!("sbt-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        if let Ok(url) = std::env::var("SWITCHBOARD_AMQP_URL") {
+            s.amqp_url = switchboard_config::Secret::new(url);
+        }
+        if let Ok(url) = std::env::var("SWITCHBOARD_REDIS_URL") {
+            s.redis_url = switchboard_config::Secret::new(url);
+        }
+        s.phone_number_id = Some(PHONE_NUMBER_ID.into());
+        s.app_secret = Some(switchboard_config::Secret::new(APP_SECRET));
+        s.verify_token = Some(switchboard_config::Secret::new(VERIFY_TOKEN));
+        s.access_token = Some(switchboard_config::Secret::new(ACCESS_TOKEN));
+        s.system_prompt = "You are the test assistant.".into();
+        s.llm_model = "test-model".into();
+        s.llm_base_url = llm.base_url();
+        s.graph_api_base = graph.base_url();
+        s.http_addr = "127.0.0.1:0".parse().expect("addr");
+        s.http_workers = 1;
+        s.llm_timeout_ms = 2_000;
+        s.llm_backoff_base_ms = 10;
+        s.send_backoff_base_ms = 10;
+        s.send_backoff_max_ms = 100;
+        s.graph_timeout_ms = 2_000;
+        s.claim_lease_ms = 1_500;
+        s.shutdown_timeout_ms = 5_000;
+        s.publish_timeout_ms = 3_000;
+        s.worker_concurrency = 16;
+        s.dispatcher_concurrency = 16;
+        adjust(&mut s);
+        let tenants = Arc::new(Tenants::from_settings(&s));
+        let bus = Bus::connect(s.amqp_url.expose(), &s.namespace, BusOptions::default())
+            .await
+            .expect("RabbitMQ reachable");
+        let store = Store::connect(s.redis_url.expose(), &s.namespace, 8)
+            .await
+            .expect("Redis reachable");
+        Self {
+            settings: s,
+            tenants,
+            bus,
+            store,
+            llm,
+            graph,
+            roles: Vec::new(),
+            ingress_url: None,
+        }
+    }
+
+    fn role_bus(&self, name: &str) -> Bus {
+        Bus::new_lazy(
+            self.settings.amqp_url.expose(),
+            &self.settings.namespace,
+            BusOptions {
+                operation_timeout: self.settings.publish_timeout(),
+                connection_name: format!("test-{name}"),
+            },
+        )
+    }
+
+    /// Starts the ingress on a free port (bus through `amqp_url` when given, e.g. a proxy) and
+    /// returns its base URL.
+    pub async fn start_ingress_with(&mut self, amqp_url: Option<String>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let bus = match amqp_url {
+            Some(u) => Bus::new_lazy(
+                &u,
+                &self.settings.namespace,
+                BusOptions {
+                    operation_timeout: self.settings.publish_timeout(),
+                    connection_name: "test-ingress".into(),
+                },
+            ),
+            None => self.role_bus("ingress"),
+        };
+        let cancel = CancellationToken::new();
+        let task = {
+            let (s, bus, store, tenants, cancel) = (
+                self.settings.clone(),
+                bus.clone(),
+                self.store.clone(),
+                self.tenants.clone(),
+                cancel.clone(),
+            );
+            tokio::spawn(async move {
+                switchboard_ingress::run(&s, listener, bus, store, tenants, cancel)
+                    .await
+                    .expect("ingress runs");
+            })
+        };
+        self.roles.push((cancel, task, bus));
+        self.ingress_url = Some(url.clone());
+        url
+    }
+
+    pub async fn start_ingress(&mut self) -> String {
+        self.start_ingress_with(None).await
+    }
+
+    /// Starts a worker with its own broker connection.
+    pub fn start_worker(&self) -> RoleHandle {
+        let bus = self.role_bus("worker");
+        let cancel = CancellationToken::new();
+        let llm = LlmClient::new(
+            &self.settings.llm_base_url,
+            None,
+            self.settings.llm_timeout(),
+        )
+        .expect("llm client");
+        let task = {
+            let (s, bus, store, tenants, cancel) = (
+                self.settings.clone(),
+                bus.clone(),
+                self.store.clone(),
+                self.tenants.clone(),
+                cancel.clone(),
+            );
+            tokio::spawn(async move {
+                switchboard_worker::run(&s, bus, store, llm, tenants, cancel).await
+            })
+        };
+        RoleHandle { cancel, task, bus }
+    }
+
+    /// Starts a dispatcher with its own broker connection.
+    pub fn start_dispatcher(&self) -> RoleHandle {
+        let bus = self.role_bus("dispatcher");
+        let cancel = CancellationToken::new();
+        let graph = GraphClient::new(
+            &self.settings.graph_api_base,
+            Duration::from_millis(self.settings.graph_timeout_ms),
+        )
+        .expect("graph client");
+        let task = {
+            let (s, bus, store, tenants, cancel) = (
+                self.settings.clone(),
+                bus.clone(),
+                self.store.clone(),
+                self.tenants.clone(),
+                cancel.clone(),
+            );
+            tokio::spawn(async move {
+                switchboard_dispatcher::run(&s, bus, store, graph, tenants, cancel).await
+            })
+        };
+        RoleHandle { cancel, task, bus }
+    }
+
+    /// Ingress, one worker and one dispatcher, stopped together at teardown.
+    pub async fn start_all(&mut self) -> String {
+        let url = self.start_ingress().await;
+        for role in [self.start_worker(), self.start_dispatcher()] {
+            self.roles.push((role.cancel, role.task, role.bus));
+        }
+        url
+    }
+
+    /// POSTs a webhook body to the ingress, signed with the app secret unless `signature` says
+    /// otherwise (`Some(None)` = no header).
+    pub async fn post_webhook(
+        &self,
+        body: Vec<u8>,
+        signature: Option<Option<String>>,
+    ) -> reqwest::Response {
+        let url = format!(
+            "{}/webhooks/whatsapp",
+            self.ingress_url.as_ref().expect("ingress started")
+        );
+        let sig = signature.unwrap_or_else(|| Some(crate::webhook::sign(APP_SECRET, &body)));
+        let mut req = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(sig) = sig {
+            req = req.header("X-Hub-Signature-256", sig);
+        }
+        req.send().await.expect("ingress reachable")
+    }
+
+    pub fn ingress_url(&self) -> &str {
+        self.ingress_url.as_deref().expect("ingress started")
+    }
+
+    /// Stops every role, then deletes the namespace's queues, exchanges and Redis keys.
+    pub async fn teardown(mut self) {
+        for (cancel, _, _) in &self.roles {
+            cancel.cancel();
+        }
+        for (_, task, bus) in self.roles.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+            bus.close().await;
+        }
+        let _ = self.bus.delete_topology().await;
+        self.bus.close().await;
+        delete_redis_namespace(self.settings.redis_url.expose(), &self.settings.namespace).await;
+    }
+}
+
+/// Deletes every key of `namespace` (SCAN + DEL; never FLUSHDB on the shared Redis).
+pub async fn delete_redis_namespace(url: &str, namespace: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = match redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{namespace}:*"))
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
+}
