@@ -2,21 +2,13 @@
 
 use std::time::Duration;
 
-use switchboard_tests::{
-    wait_until, webhook, webhook::Text, LlmReply, TcpProxy, TestEnv, PHONE_NUMBER_ID,
-};
+use switchboard_tests::{wait_until, webhook, webhook::Text, LlmReply, TcpProxy, TestEnv, PHONE_NUMBER_ID};
 
 use crate::DEADLINE;
 
 fn amqp_addr(env: &TestEnv) -> std::net::SocketAddr {
     let url = env.settings.amqp_url.expose();
-    let host_port = url
-        .split('@')
-        .nth(1)
-        .unwrap_or(url.trim_start_matches("amqp://"))
-        .split('/')
-        .next()
-        .unwrap();
+    let host_port = url.split('@').nth(1).unwrap_or(url.trim_start_matches("amqp://")).split('/').next().unwrap();
     use std::net::ToSocketAddrs;
     host_port.to_socket_addrs().unwrap().next().unwrap()
 }
@@ -30,12 +22,7 @@ async fn broker_down_means_503_and_nothing_lost_once_it_is_back() {
     let msg = |wamid: &str| {
         webhook::text_batch(
             PHONE_NUMBER_ID,
-            &[Text {
-                from: "15551234567",
-                wamid,
-                body: "hi",
-                timestamp: 1_760_000_000,
-            }],
+            &[Text { from: "15551234567", wamid, body: "hi", timestamp: 1_760_000_000 }],
         )
     };
 
@@ -44,9 +31,7 @@ async fn broker_down_means_503_and_nothing_lost_once_it_is_back() {
     let res = env.post_webhook(msg("wamid.f.2"), None).await;
     assert_eq!(res.status(), 503, "Meta must retry");
     assert!(res.headers().contains_key("retry-after"));
-    let ready = reqwest::get(format!("{}/readyz", env.ingress_url()))
-        .await
-        .unwrap();
+    let ready = reqwest::get(format!("{}/readyz", env.ingress_url())).await.unwrap();
     assert_eq!(ready.status(), 503);
 
     proxy.up();
@@ -57,13 +42,7 @@ async fn broker_down_means_503_and_nothing_lost_once_it_is_back() {
     })
     .await;
     assert_eq!(status, 200);
-    assert_eq!(
-        env.bus
-            .queue_depth(&env.bus.topology().inbound)
-            .await
-            .unwrap(),
-        2
-    );
+    assert_eq!(env.bus.queue_depth(&env.bus.topology().inbound).await.unwrap(), 2);
     env.teardown().await;
 }
 
@@ -71,10 +50,7 @@ async fn broker_down_means_503_and_nothing_lost_once_it_is_back() {
 async fn a_worker_killed_mid_turn_is_replaced_and_every_message_answered_exactly_once() {
     let mut env = TestEnv::new().await;
     // Slow LLM so the kill lands while calls are in flight.
-    env.llm.set_fallback(LlmReply::Delayed(
-        Duration::from_millis(800),
-        Box::new(LlmReply::Echo),
-    ));
+    env.llm.set_fallback(LlmReply::Delayed(Duration::from_millis(800), Box::new(LlmReply::Echo)));
     env.start_ingress().await;
     let dispatcher = env.start_dispatcher();
     let doomed = env.start_worker();
@@ -91,16 +67,10 @@ async fn a_worker_killed_mid_turn_is_replaced_and_every_message_answered_exactly
         );
         assert_eq!(env.post_webhook(body, None).await.status(), 200);
     }
-    wait_until(DEADLINE, "LLM calls in flight", || async {
-        (env.llm.calls().len() >= 3).then_some(())
-    })
-    .await;
+    wait_until(DEADLINE, "LLM calls in flight", || async { (env.llm.calls().len() >= 3).then_some(()) }).await;
     doomed.kill().await;
     let survivor = env.start_worker();
-    wait_until(DEADLINE, "three replies", || async {
-        (env.graph.delivered().len() >= 3).then_some(())
-    })
-    .await;
+    wait_until(DEADLINE, "three replies", || async { (env.graph.delivered().len() >= 3).then_some(()) }).await;
     let inbound = env.bus.topology().inbound.clone();
     wait_until(DEADLINE, "inbound drained", || async {
         (env.bus.queue_depth(&inbound).await.ok()? == 0).then_some(())
@@ -109,11 +79,7 @@ async fn a_worker_killed_mid_turn_is_replaced_and_every_message_answered_exactly
     survivor.stop().await;
     dispatcher.stop().await;
     for (i, u) in users.iter().enumerate() {
-        assert_eq!(
-            env.graph.delivered_to(u),
-            vec![format!("reply to: question {i}")],
-            "user {i}"
-        );
+        assert_eq!(env.graph.delivered_to(u), vec![format!("reply to: question {i}")], "user {i}");
     }
     env.teardown().await;
 }

@@ -97,32 +97,17 @@ impl TestEnv {
         s.dispatcher_concurrency = 16;
         adjust(&mut s);
         let tenants = Arc::new(Tenants::from_settings(&s));
-        let bus = Bus::connect(s.amqp_url.expose(), &s.namespace, BusOptions::default())
-            .await
-            .expect("RabbitMQ reachable");
-        let store = Store::connect(s.redis_url.expose(), &s.namespace, 8)
-            .await
-            .expect("Redis reachable");
-        Self {
-            settings: s,
-            tenants,
-            bus,
-            store,
-            llm,
-            graph,
-            roles: Vec::new(),
-            ingress_url: None,
-        }
+        let bus =
+            Bus::connect(s.amqp_url.expose(), &s.namespace, BusOptions::default()).await.expect("RabbitMQ reachable");
+        let store = Store::connect(s.redis_url.expose(), &s.namespace, 8).await.expect("Redis reachable");
+        Self { settings: s, tenants, bus, store, llm, graph, roles: Vec::new(), ingress_url: None }
     }
 
     fn role_bus(&self, name: &str) -> Bus {
         Bus::new_lazy(
             self.settings.amqp_url.expose(),
             &self.settings.namespace,
-            BusOptions {
-                operation_timeout: self.settings.publish_timeout(),
-                connection_name: format!("test-{name}"),
-            },
+            BusOptions { operation_timeout: self.settings.publish_timeout(), connection_name: format!("test-{name}") },
         )
     }
 
@@ -144,17 +129,10 @@ impl TestEnv {
         };
         let cancel = CancellationToken::new();
         let task = {
-            let (s, bus, store, tenants, cancel) = (
-                self.settings.clone(),
-                bus.clone(),
-                self.store.clone(),
-                self.tenants.clone(),
-                cancel.clone(),
-            );
+            let (s, bus, store, tenants, cancel) =
+                (self.settings.clone(), bus.clone(), self.store.clone(), self.tenants.clone(), cancel.clone());
             tokio::spawn(async move {
-                switchboard_ingress::run(&s, listener, bus, store, tenants, cancel)
-                    .await
-                    .expect("ingress runs");
+                switchboard_ingress::run(&s, listener, bus, store, tenants, cancel).await.expect("ingress runs");
             })
         };
         self.roles.push((cancel, task, bus));
@@ -170,23 +148,11 @@ impl TestEnv {
     pub fn start_worker(&self) -> RoleHandle {
         let bus = self.role_bus("worker");
         let cancel = CancellationToken::new();
-        let llm = LlmClient::new(
-            &self.settings.llm_base_url,
-            None,
-            self.settings.llm_timeout(),
-        )
-        .expect("llm client");
+        let llm = LlmClient::new(&self.settings.llm_base_url, None, self.settings.llm_timeout()).expect("llm client");
         let task = {
-            let (s, bus, store, tenants, cancel) = (
-                self.settings.clone(),
-                bus.clone(),
-                self.store.clone(),
-                self.tenants.clone(),
-                cancel.clone(),
-            );
-            tokio::spawn(async move {
-                switchboard_worker::run(&s, bus, store, llm, tenants, cancel).await
-            })
+            let (s, bus, store, tenants, cancel) =
+                (self.settings.clone(), bus.clone(), self.store.clone(), self.tenants.clone(), cancel.clone());
+            tokio::spawn(async move { switchboard_worker::run(&s, bus, store, llm, tenants, cancel).await })
         };
         RoleHandle { cancel, task, bus }
     }
@@ -195,22 +161,13 @@ impl TestEnv {
     pub fn start_dispatcher(&self) -> RoleHandle {
         let bus = self.role_bus("dispatcher");
         let cancel = CancellationToken::new();
-        let graph = GraphClient::new(
-            &self.settings.graph_api_base,
-            Duration::from_millis(self.settings.graph_timeout_ms),
-        )
-        .expect("graph client");
+        let graph =
+            GraphClient::new(&self.settings.graph_api_base, Duration::from_millis(self.settings.graph_timeout_ms))
+                .expect("graph client");
         let task = {
-            let (s, bus, store, tenants, cancel) = (
-                self.settings.clone(),
-                bus.clone(),
-                self.store.clone(),
-                self.tenants.clone(),
-                cancel.clone(),
-            );
-            tokio::spawn(async move {
-                switchboard_dispatcher::run(&s, bus, store, graph, tenants, cancel).await
-            })
+            let (s, bus, store, tenants, cancel) =
+                (self.settings.clone(), bus.clone(), self.store.clone(), self.tenants.clone(), cancel.clone());
+            tokio::spawn(async move { switchboard_dispatcher::run(&s, bus, store, graph, tenants, cancel).await })
         };
         RoleHandle { cancel, task, bus }
     }
@@ -226,24 +183,39 @@ impl TestEnv {
 
     /// POSTs a webhook body to the ingress, signed with the app secret unless `signature` says
     /// otherwise (`Some(None)` = no header).
-    pub async fn post_webhook(
-        &self,
-        body: Vec<u8>,
-        signature: Option<Option<String>>,
-    ) -> reqwest::Response {
-        let url = format!(
-            "{}/webhooks/whatsapp",
-            self.ingress_url.as_ref().expect("ingress started")
-        );
+    pub async fn post_webhook(&self, body: Vec<u8>, signature: Option<Option<String>>) -> reqwest::Response {
+        let url = format!("{}/webhooks/whatsapp", self.ingress_url.as_ref().expect("ingress started"));
         let sig = signature.unwrap_or_else(|| Some(crate::webhook::sign(APP_SECRET, &body)));
-        let mut req = reqwest::Client::new()
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body);
+        let mut req = reqwest::Client::new().post(url).header("content-type", "application/json").body(body);
         if let Some(sig) = sig {
             req = req.header("X-Hub-Signature-256", sig);
         }
         req.send().await.expect("ingress reachable")
+    }
+
+    /// The settings as `SWITCHBOARD_*` variables, for running the real binary.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        let s = &self.settings;
+        let mut vars = vec![
+            ("AMQP_URL", s.amqp_url.expose().to_string()),
+            ("REDIS_URL", s.redis_url.expose().to_string()),
+            ("NAMESPACE", s.namespace.clone()),
+            ("HTTP_ADDR", s.http_addr.to_string()),
+            ("HTTP_WORKERS", s.http_workers.to_string()),
+            ("PHONE_NUMBER_ID", PHONE_NUMBER_ID.to_string()),
+            ("APP_SECRET", APP_SECRET.to_string()),
+            ("VERIFY_TOKEN", VERIFY_TOKEN.to_string()),
+            ("ACCESS_TOKEN", ACCESS_TOKEN.to_string()),
+            ("SYSTEM_PROMPT", s.system_prompt.clone()),
+            ("LLM_BASE_URL", s.llm_base_url.clone()),
+            ("LLM_MODEL", s.llm_model.clone()),
+            ("LLM_TIMEOUT_MS", s.llm_timeout_ms.to_string()),
+            ("GRAPH_API_BASE", s.graph_api_base.clone()),
+            ("CLAIM_LEASE_MS", s.claim_lease_ms.to_string()),
+            ("SHUTDOWN_TIMEOUT_MS", s.shutdown_timeout_ms.to_string()),
+        ];
+        vars.retain(|(_, v)| !v.is_empty());
+        vars.into_iter().map(|(k, v)| (format!("SWITCHBOARD_{k}"), v)).collect()
     }
 
     pub fn ingress_url(&self) -> &str {

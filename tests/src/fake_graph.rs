@@ -6,9 +6,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use wiremock::{
-    matchers::method, matchers::path_regex, Mock, MockServer, Request, Respond, ResponseTemplate,
-};
+use wiremock::{matchers::method, matchers::path_regex, Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// What the fake answers to one send.
 #[derive(Debug, Clone)]
@@ -52,20 +50,8 @@ struct Responder(Arc<State>);
 impl Respond for Responder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let raw: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-        let phone_number_id = request
-            .url
-            .path()
-            .split('/')
-            .nth(2)
-            .unwrap_or("")
-            .to_string();
-        let reply = self
-            .0
-            .script
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or(GraphReply::Ok);
+        let phone_number_id = request.url.path().split('/').nth(2).unwrap_or("").to_string();
+        let reply = self.0.script.lock().unwrap().pop_front().unwrap_or(GraphReply::Ok);
         let mut sends = self.0.sends.lock().unwrap();
         let (template, accepted) = match reply {
             GraphReply::Ok => {
@@ -97,11 +83,7 @@ impl Respond for Responder {
         };
         sends.push(GraphSend {
             phone_number_id,
-            authorization: request
-                .headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .map(String::from),
+            authorization: request.headers.get("authorization").and_then(|v| v.to_str().ok()).map(String::from),
             to: raw["to"].as_str().map(String::from),
             recipient: raw["recipient"].as_str().map(String::from),
             body: raw["text"]["body"].as_str().unwrap_or("").to_string(),
@@ -142,18 +124,11 @@ impl FakeGraph {
 
     /// Text messages the fake accepted (what users actually received).
     pub fn delivered(&self) -> Vec<GraphSend> {
-        self.sends()
-            .into_iter()
-            .filter(|s| s.accepted.is_some() && s.raw["type"] == "text")
-            .collect()
+        self.sends().into_iter().filter(|s| s.accepted.is_some() && s.raw["type"] == "text").collect()
     }
 
     /// Accepted texts to one user.
     pub fn delivered_to(&self, wa_id: &str) -> Vec<String> {
-        self.delivered()
-            .into_iter()
-            .filter(|s| s.to.as_deref() == Some(wa_id))
-            .map(|s| s.body)
-            .collect()
+        self.delivered().into_iter().filter(|s| s.to.as_deref() == Some(wa_id)).map(|s| s.body).collect()
     }
 }

@@ -7,9 +7,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use wiremock::{
-    matchers::method, matchers::path, Mock, MockServer, Request, Respond, ResponseTemplate,
-};
+use wiremock::{matchers::method, matchers::path, Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// What the fake answers to one call.
 #[derive(Debug, Clone)]
@@ -35,18 +33,11 @@ pub struct LlmCall {
 
 impl LlmCall {
     pub fn system_prompt(&self) -> Option<&str> {
-        self.messages
-            .iter()
-            .find(|(r, _)| r == "system")
-            .map(|(_, c)| c.as_str())
+        self.messages.iter().find(|(r, _)| r == "system").map(|(_, c)| c.as_str())
     }
     /// Every non-system message.
     pub fn history(&self) -> Vec<(String, String)> {
-        self.messages
-            .iter()
-            .filter(|(r, _)| r != "system")
-            .cloned()
-            .collect()
+        self.messages.iter().filter(|(r, _)| r != "system").cloned().collect()
     }
 }
 
@@ -73,21 +64,14 @@ impl Respond for Responder {
             .map(|a| {
                 a.iter()
                     .map(|m| {
-                        (
-                            m["role"].as_str().unwrap_or("").to_string(),
-                            m["content"].as_str().unwrap_or("").to_string(),
-                        )
+                        (m["role"].as_str().unwrap_or("").to_string(), m["content"].as_str().unwrap_or("").to_string())
                     })
                     .collect()
             })
             .unwrap_or_default();
         let call = LlmCall {
             model: body["model"].as_str().unwrap_or("").to_string(),
-            authorization: request
-                .headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .map(String::from),
+            authorization: request.headers.get("authorization").and_then(|v| v.to_str().ok()).map(String::from),
             messages,
             at: Instant::now(),
         };
@@ -108,13 +92,7 @@ impl Respond for Responder {
 fn render(reply: &LlmReply, call: &LlmCall) -> ResponseTemplate {
     match reply {
         LlmReply::Echo => {
-            let last = call
-                .messages
-                .iter()
-                .rev()
-                .find(|(r, _)| r == "user")
-                .map(|(_, c)| c.as_str())
-                .unwrap_or("");
+            let last = call.messages.iter().rev().find(|(r, _)| r == "user").map(|(_, c)| c.as_str()).unwrap_or("");
             completion(&format!("reply to: {last}"))
         }
         LlmReply::Text(t) => completion(t),

@@ -54,12 +54,7 @@ impl TcpProxy {
                 }
             })
         };
-        Self {
-            addr,
-            up,
-            cut,
-            task,
-        }
+        Self { addr, up, cut, task }
     }
 
     pub fn addr(&self) -> SocketAddr {

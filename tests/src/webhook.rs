@@ -7,8 +7,7 @@ pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/whatsa
 
 /// Raw bytes of `fixtures/whatsapp/webhook/<name>`.
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}/webhook/{name}"))
-        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+    std::fs::read(format!("{FIXTURES}/webhook/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
 /// One inbound text message.
@@ -27,10 +26,8 @@ pub fn text_batch(phone_number_id: &str, messages: &[Text<'_>]) -> Vec<u8> {
         .iter()
         .map(|m| json!({"from": m.from, "id": m.wamid, "timestamp": m.timestamp.to_string(), "type": "text", "text": {"body": m.body}}))
         .collect();
-    let contacts: Vec<_> = messages
-        .iter()
-        .map(|m| json!({"profile": {"name": "Test User"}, "wa_id": m.from}))
-        .collect();
+    let contacts: Vec<_> =
+        messages.iter().map(|m| json!({"profile": {"name": "Test User"}, "wa_id": m.from})).collect();
     let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "100000000000001", "changes": [{"field": "messages", "value": {
         "messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550001111", "phone_number_id": phone_number_id},
@@ -41,13 +38,7 @@ pub fn text_batch(phone_number_id: &str, messages: &[Text<'_>]) -> Vec<u8> {
 }
 
 /// A webhook body with one message of another type (`image`, `reaction`, …) and its object.
-pub fn typed_message(
-    phone_number_id: &str,
-    from: &str,
-    wamid: &str,
-    kind: &str,
-    object: serde_json::Value,
-) -> Vec<u8> {
+pub fn typed_message(phone_number_id: &str, from: &str, wamid: &str, kind: &str, object: serde_json::Value) -> Vec<u8> {
     let mut msg = json!({"from": from, "id": wamid, "timestamp": "1760000000", "type": kind});
     msg[kind] = object;
     let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "100000000000001", "changes": [{"field": "messages", "value": {

@@ -18,10 +18,7 @@ pub struct BusOptions {
 
 impl Default for BusOptions {
     fn default() -> Self {
-        Self {
-            operation_timeout: Duration::from_secs(5),
-            connection_name: "switchboard".into(),
-        }
+        Self { operation_timeout: Duration::from_secs(5), connection_name: "switchboard".into() }
     }
 }
 
@@ -49,15 +46,15 @@ pub(crate) struct Inner {
     pub(crate) options: BusOptions,
     live: Mutex<Option<Live>>,
     generation: std::sync::atomic::AtomicU64,
+    /// The runtime the bus was created on. lapin drives a connection's I/O on the runtime that
+    /// opened it, so connections are always opened there, never on a short-lived runtime that
+    /// happens to call first (e.g. an actix-web worker thread).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Bus {
     /// Connects and declares the topology. Fails if the broker cannot be reached now.
-    pub async fn connect(
-        url: &str,
-        namespace: &str,
-        options: BusOptions,
-    ) -> Result<Self, BusError> {
+    pub async fn connect(url: &str, namespace: &str, options: BusOptions) -> Result<Self, BusError> {
         let bus = Self::new_lazy(url, namespace, options);
         bus.publisher().await?;
         Ok(bus)
@@ -72,6 +69,7 @@ impl Bus {
                 options,
                 live: Mutex::new(None),
                 generation: Default::default(),
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }
@@ -99,11 +97,8 @@ impl Bus {
         }
         if let Some(old) = live.take() {
             // Best effort: the old connection is broken already, closing only frees its thread.
-            let _ = tokio::time::timeout(
-                Duration::from_millis(200),
-                old.connection.close(200, "reconnect".into()),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), old.connection.close(200, "reconnect".into())).await;
         }
         let fresh = self.open().await?;
         let out = (fresh.publisher.clone(), fresh.generation);
@@ -115,9 +110,7 @@ impl Bus {
     pub async fn channel(&self) -> Result<Channel, BusError> {
         let _ = self.publisher().await?;
         let live = self.inner.live.lock().await;
-        let l = live
-            .as_ref()
-            .ok_or_else(|| BusError::Connect("connection lost".into()))?;
+        let l = live.as_ref().ok_or_else(|| BusError::Connect("connection lost".into()))?;
         let ch = tokio::time::timeout(self.timeout(), l.connection.create_channel())
             .await
             .map_err(|_| BusError::Timeout(self.timeout()))??;
@@ -130,11 +123,8 @@ impl Bus {
         let mut live = self.inner.live.lock().await;
         if live.as_ref().is_some_and(|l| l.generation == generation) {
             if let Some(old) = live.take() {
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(200),
-                    old.connection.close(200, "reset".into()),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), old.connection.close(200, "reset".into())).await;
             }
         }
     }
@@ -142,41 +132,38 @@ impl Bus {
     /// Closes the connection (graceful shutdown).
     pub async fn close(&self) {
         if let Some(l) = self.inner.live.lock().await.take() {
-            let _ =
-                tokio::time::timeout(self.timeout(), l.connection.close(200, "shutdown".into()))
-                    .await;
+            let _ = tokio::time::timeout(self.timeout(), l.connection.close(200, "shutdown".into())).await;
         }
     }
 
     async fn open(&self) -> Result<Live, BusError> {
         let timeout = self.timeout();
-        let props = ConnectionProperties::default()
-            .with_connection_name(self.inner.options.connection_name.as_str().into());
-        let connection = tokio::time::timeout(timeout, Connection::connect(&self.inner.url, props))
-            .await
-            .map_err(|_| BusError::Connect(format!("no answer within {timeout:?}")))?
-            .map_err(|e| BusError::Connect(e.to_string()))?;
-        let setup = async {
-            let publisher = connection.create_channel().await?;
-            self.inner.topology.declare(&publisher).await?;
-            publisher
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            Ok::<_, BusError>(publisher)
+        let url = self.inner.url.clone();
+        let topology = self.inner.topology.clone();
+        let name = self.inner.options.connection_name.clone();
+        let connect = async move {
+            let props = ConnectionProperties::default().with_connection_name(name.as_str().into());
+            let connection = tokio::time::timeout(timeout, Connection::connect(&url, props))
+                .await
+                .map_err(|_| BusError::Connect(format!("no answer within {timeout:?}")))?
+                .map_err(|e| BusError::Connect(e.to_string()))?;
+            let setup = async {
+                let publisher = connection.create_channel().await?;
+                topology.declare(&publisher).await?;
+                publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+                Ok::<_, BusError>(publisher)
+            };
+            let publisher = tokio::time::timeout(timeout, setup).await.map_err(|_| BusError::Timeout(timeout))??;
+            Ok::<_, BusError>((connection, publisher))
         };
-        let publisher = tokio::time::timeout(timeout, setup)
-            .await
-            .map_err(|_| BusError::Timeout(timeout))??;
-        let generation = self
-            .inner
-            .generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
+        let (connection, publisher) = match &self.inner.runtime {
+            Some(rt) => {
+                rt.spawn(connect).await.map_err(|e| BusError::Connect(format!("connect task failed: {e}")))??
+            }
+            None => connect.await?,
+        };
+        let generation = self.inner.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         tracing::info!(generation, "connected to the broker; topology declared");
-        Ok(Live {
-            connection,
-            publisher,
-            generation,
-        })
+        Ok(Live { connection, publisher, generation })
     }
 }

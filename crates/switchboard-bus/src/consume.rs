@@ -4,9 +4,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use lapin::{
-    options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    },
+    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
     types::FieldTable,
     Acker, Channel, Consumer,
 };
@@ -49,11 +47,7 @@ impl Delivery {
     fn new(d: lapin::message::Delivery, queue: &str) -> Self {
         Self {
             headers: from_field_table(d.properties.headers().as_ref()),
-            message_id: d
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|s| s.as_str().to_string()),
+            message_id: d.properties.message_id().as_ref().map(|s| s.as_str().to_string()),
             redelivered: d.redelivered,
             routing_key: d.routing_key.as_str().to_string(),
             queue: queue.to_string(),
@@ -63,11 +57,7 @@ impl Delivery {
         }
     }
 
-    pub(crate) fn from_get(
-        m: lapin::message::BasicGetMessage,
-        queue: &str,
-        channel: Channel,
-    ) -> Self {
+    pub(crate) fn from_get(m: lapin::message::BasicGetMessage, queue: &str, channel: Channel) -> Self {
         let mut d = Self::new(m.delivery, queue);
         d._channel = Some(channel);
         d
@@ -75,10 +65,7 @@ impl Delivery {
 
     /// How many times this message was delivered before (quorum queues count it).
     pub fn delivery_count(&self) -> u32 {
-        self.headers
-            .get("x-delivery-count")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        self.headers.get("x-delivery-count").and_then(|v| v.parse().ok()).unwrap_or(0)
     }
 
     /// Done with it: the broker forgets the message.
@@ -89,23 +76,13 @@ impl Delivery {
 
     /// Give it back for redelivery (to this or another consumer).
     pub async fn requeue(&self) -> Result<(), BusError> {
-        self.acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await?;
+        self.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
         Ok(())
     }
 
     /// Refuse it: the queue dead-letters it to the DLQ.
     pub async fn reject(&self) -> Result<(), BusError> {
-        self.acker
-            .nack(BasicNackOptions {
-                requeue: false,
-                ..Default::default()
-            })
-            .await?;
+        self.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await?;
         Ok(())
     }
 }
@@ -189,31 +166,22 @@ where
         )
         .await;
     }
-    let drained = tokio::time::timeout(config.drain_timeout, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await
-    .is_ok();
+    let drained =
+        tokio::time::timeout(config.drain_timeout, async { while tasks.join_next().await.is_some() {} }).await.is_ok();
     if !drained {
         tracing::warn!(queue = %config.queue, abandoned = tasks.len(), "drain deadline reached; requeueing the rest");
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
     if let Some((channel, _)) = current {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            channel.close(200, "shutdown".into()),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), channel.close(200, "shutdown".into())).await;
     }
     tracing::info!(queue = %config.queue, "consumer stopped");
 }
 
 async fn open(bus: &Bus, config: &ConsumerConfig) -> Result<(Channel, Consumer), BusError> {
     let channel = bus.channel().await?;
-    channel
-        .basic_qos(config.prefetch, BasicQosOptions::default())
-        .await?;
+    channel.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
     let tag = format!("{}-{}-{}", config.tag, std::process::id(), next_id());
     let consumer = channel
         .basic_consume(

@@ -33,14 +33,8 @@ pub fn dead_letter_headers(dl: &DeadLetter) -> Headers {
     }
     h.insert(names::LAST_ERROR.into(), dl.last_error.clone());
     h.insert(names::ATTEMPTS.into(), dl.attempts.to_string());
-    h.insert(
-        names::FIRST_ATTEMPT_AT.into(),
-        dl.first_attempt_at_ms.to_string(),
-    );
-    h.insert(
-        names::DEAD_LETTERED_AT.into(),
-        dl.dead_lettered_at_ms.to_string(),
-    );
+    h.insert(names::FIRST_ATTEMPT_AT.into(), dl.first_attempt_at_ms.to_string());
+    h.insert(names::DEAD_LETTERED_AT.into(), dl.dead_lettered_at_ms.to_string());
     h.insert(names::SOURCE_QUEUE.into(), dl.source_queue.clone());
     h
 }

@@ -22,11 +22,7 @@ pub struct Outgoing {
 
 impl Bus {
     /// A JSON message for the events exchange.
-    pub fn event<T: serde::Serialize>(
-        &self,
-        routing_key: &str,
-        value: &T,
-    ) -> Result<Outgoing, BusError> {
+    pub fn event<T: serde::Serialize>(&self, routing_key: &str, value: &T) -> Result<Outgoing, BusError> {
         let body = serde_json::to_vec(value).map_err(|e| BusError::Encode(e.to_string()))?;
         Ok(Outgoing {
             exchange: self.topology().events_exchange.clone(),
@@ -80,18 +76,9 @@ impl Bus {
                     props = props.with_message_id(id.as_str().into());
                 }
                 // `mandatory`: an unroutable message comes back instead of vanishing silently.
-                let options = BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                };
+                let options = BasicPublishOptions { mandatory: true, ..Default::default() };
                 let confirm = channel
-                    .basic_publish(
-                        m.exchange.as_str().into(),
-                        m.routing_key.as_str().into(),
-                        options,
-                        &m.body,
-                        props,
-                    )
+                    .basic_publish(m.exchange.as_str().into(), m.routing_key.as_str().into(), options, &m.body, props)
                     .await?;
                 pending.push((confirm, &m.routing_key));
             }
@@ -101,9 +88,7 @@ impl Bus {
                     Confirmation::Ack(Some(_)) => return Err(BusError::Unroutable(key.clone())),
                     Confirmation::Nack(_) => return Err(BusError::Nacked),
                     // Never treat an unconfirmed publish as success.
-                    Confirmation::NotRequested => {
-                        return Err(BusError::Amqp("publisher confirms not enabled".into()))
-                    }
+                    Confirmation::NotRequested => return Err(BusError::Amqp("publisher confirms not enabled".into())),
                 }
             }
             Ok(())

@@ -58,72 +58,31 @@ impl Topology {
 
     /// Every queue, for tools and tests.
     pub fn queues(&self) -> [&str; 5] {
-        [
-            &self.inbound,
-            &self.outbound,
-            &self.statuses,
-            &self.rejected,
-            &self.dlq,
-        ]
+        [&self.inbound, &self.outbound, &self.statuses, &self.rejected, &self.dlq]
     }
 
     /// Declares everything. Idempotent: the same arguments every time (RabbitMQ refuses a
     /// redeclaration with different arguments, which would surface here as an error).
     pub async fn declare(&self, channel: &Channel) -> Result<(), BusError> {
         // Durable exchanges: survive a broker restart together with the durable queues.
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
         for exchange in [&self.events_exchange, &self.dead_letter_exchange] {
             channel
-                .exchange_declare(
-                    exchange.as_str().into(),
-                    ExchangeKind::Direct,
-                    durable,
-                    FieldTable::default(),
-                )
+                .exchange_declare(exchange.as_str().into(), ExchangeKind::Direct, durable, FieldTable::default())
                 .await?;
         }
-        let work = [
-            (&self.inbound, routing::INBOUND),
-            (&self.outbound, routing::OUTBOUND),
-            (&self.statuses, routing::STATUS),
-        ];
+        let work =
+            [(&self.inbound, routing::INBOUND), (&self.outbound, routing::OUTBOUND), (&self.statuses, routing::STATUS)];
         for (queue, key) in work {
             let mut args = quorum_args();
             // Rejected and poison messages go to the DLQ instead of being dropped.
-            args.insert(
-                "x-dead-letter-exchange".into(),
-                long_string(&self.dead_letter_exchange),
-            );
-            args.insert(
-                "x-dead-letter-routing-key".into(),
-                long_string(routing::DEAD),
-            );
-            args.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongLongInt(DELIVERY_LIMIT),
-            );
-            self.declare_bound(channel, queue, args, &self.events_exchange, key)
-                .await?;
+            args.insert("x-dead-letter-exchange".into(), long_string(&self.dead_letter_exchange));
+            args.insert("x-dead-letter-routing-key".into(), long_string(routing::DEAD));
+            args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+            self.declare_bound(channel, queue, args, &self.events_exchange, key).await?;
         }
-        self.declare_bound(
-            channel,
-            &self.rejected,
-            quorum_args(),
-            &self.events_exchange,
-            routing::REJECTED,
-        )
-        .await?;
-        self.declare_bound(
-            channel,
-            &self.dlq,
-            quorum_args(),
-            &self.dead_letter_exchange,
-            routing::DEAD,
-        )
-        .await?;
+        self.declare_bound(channel, &self.rejected, quorum_args(), &self.events_exchange, routing::REJECTED).await?;
+        self.declare_bound(channel, &self.dlq, quorum_args(), &self.dead_letter_exchange, routing::DEAD).await?;
         Ok(())
     }
 
@@ -136,19 +95,10 @@ impl Topology {
         key: &str,
     ) -> Result<(), BusError> {
         // Durable, shared by every replica: neither exclusive nor auto-deleted.
-        let options = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
+        let options = QueueDeclareOptions { durable: true, ..Default::default() };
         channel.queue_declare(queue.into(), options, args).await?;
         channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
+            .queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
             .await?;
         Ok(())
     }

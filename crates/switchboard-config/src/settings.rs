@@ -125,8 +125,7 @@ impl Default for Settings {
             llm_max_tokens: None,
             llm_max_attempts: 3,
             llm_backoff_base_ms: 500,
-            llm_failure_reply:
-                "Sorry, I can't answer right now. Please try again in a little while.".into(),
+            llm_failure_reply: "Sorry, I can't answer right now. Please try again in a little while.".into(),
             unsupported_reply: "Sorry, I can only read text messages for now. \
                                 Could you write your question?"
                 .into(),
@@ -165,9 +164,7 @@ impl Settings {
 
     /// Like [`Settings::load`] but from the given variables (tests use this; the process
     /// environment is not touched).
-    pub fn load_from(
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load_from(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let mut env = Dict::new();
         let mut file: Option<PathBuf> = None;
         for (key, value) in vars {
@@ -185,17 +182,12 @@ impl Settings {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError::Load(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                return Err(ConfigError::Load(format!("config file {} does not exist", path.display())));
             }
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Serialized::defaults(env));
-        let settings: Settings = figment
-            .extract_lossy()
-            .map_err(|e| ConfigError::Load(describe(&e)))?;
+        let settings: Settings = figment.extract_lossy().map_err(|e| ConfigError::Load(describe(&e)))?;
         settings.check_values()?;
         Ok(settings)
     }
@@ -220,48 +212,25 @@ impl Settings {
     fn check_values(&self) -> Result<(), ConfigError> {
         let ns_ok = !self.namespace.is_empty()
             && self.namespace.len() <= 64
-            && self
-                .namespace
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && self.namespace.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !ns_ok {
-            return Err(invalid(
-                "SWITCHBOARD_NAMESPACE",
-                "1-64 characters of [A-Za-z0-9._-]",
-            ));
+            return Err(invalid("SWITCHBOARD_NAMESPACE", "1-64 characters of [A-Za-z0-9._-]"));
         }
-        if !self
-            .tenant_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-        {
+        if !self.tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
             return Err(invalid("SWITCHBOARD_TENANT_ID", "only [A-Za-z0-9_-]"));
         }
-        for (key, url) in [
-            ("SWITCHBOARD_GRAPH_API_BASE", &self.graph_api_base),
-            ("SWITCHBOARD_LLM_BASE_URL", &self.llm_base_url),
-        ] {
-            if url::Url::parse(url)
-                .map(|u| !u.scheme().starts_with("http"))
-                .unwrap_or(true)
-            {
+        for (key, url) in
+            [("SWITCHBOARD_GRAPH_API_BASE", &self.graph_api_base), ("SWITCHBOARD_LLM_BASE_URL", &self.llm_base_url)]
+        {
+            if url::Url::parse(url).map(|u| !u.scheme().starts_with("http")).unwrap_or(true) {
                 return Err(invalid(key, "must be an http(s) URL"));
             }
         }
         for (key, value) in [
             ("SWITCHBOARD_LLM_MAX_ATTEMPTS", self.llm_max_attempts as u64),
-            (
-                "SWITCHBOARD_SEND_MAX_ATTEMPTS",
-                self.send_max_attempts as u64,
-            ),
-            (
-                "SWITCHBOARD_WORKER_CONCURRENCY",
-                self.worker_concurrency as u64,
-            ),
-            (
-                "SWITCHBOARD_DISPATCHER_CONCURRENCY",
-                self.dispatcher_concurrency as u64,
-            ),
+            ("SWITCHBOARD_SEND_MAX_ATTEMPTS", self.send_max_attempts as u64),
+            ("SWITCHBOARD_WORKER_CONCURRENCY", self.worker_concurrency as u64),
+            ("SWITCHBOARD_DISPATCHER_CONCURRENCY", self.dispatcher_concurrency as u64),
             ("SWITCHBOARD_LLM_TIMEOUT_MS", self.llm_timeout_ms),
             ("SWITCHBOARD_CLAIM_LEASE_MS", self.claim_lease_ms),
         ] {
@@ -269,9 +238,7 @@ impl Settings {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
-        if self.worker_concurrency > u16::MAX as usize
-            || self.dispatcher_concurrency > u16::MAX as usize
-        {
+        if self.worker_concurrency > u16::MAX as usize || self.dispatcher_concurrency > u16::MAX as usize {
             return Err(invalid("SWITCHBOARD_WORKER_CONCURRENCY", "at most 65535"));
         }
         Ok(())
@@ -300,10 +267,7 @@ fn describe(e: &figment::Error) -> String {
 }
 
 fn invalid(key: &'static str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { key, reason: reason.into() }
 }
 
 fn require(value: &Option<String>, key: &'static str) -> Result<(), ConfigError> {
@@ -325,10 +289,7 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -366,11 +327,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sbcfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("switchboard.toml");
-        std::fs::write(
-            &path,
-            "namespace = \"fromfile\"\nllm_model = \"file-model\"\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "namespace = \"fromfile\"\nllm_model = \"file-model\"\n").unwrap();
         let s = Settings::load_from(vars(&[
             ("SWITCHBOARD_CONFIG_FILE", path.to_str().unwrap()),
             ("SWITCHBOARD_LLM_MODEL", "env-model"),
@@ -385,15 +342,9 @@ mod tests {
     fn missing_required_keys_are_named() {
         let s = Settings::load_from(vars(&[("SWITCHBOARD_PHONE_NUMBER_ID", "200")])).unwrap();
         let err = s.validate(&[Role::Ingress]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "missing required setting SWITCHBOARD_APP_SECRET"
-        );
+        assert_eq!(err.to_string(), "missing required setting SWITCHBOARD_APP_SECRET");
         let err = s.validate(&[Role::Dispatcher]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "missing required setting SWITCHBOARD_ACCESS_TOKEN"
-        );
+        assert_eq!(err.to_string(), "missing required setting SWITCHBOARD_ACCESS_TOKEN");
         assert!(s.validate(&[Role::Worker]).is_ok());
         let none = Settings::load_from(vars(&[])).unwrap();
         assert_eq!(
@@ -405,10 +356,7 @@ mod tests {
     #[test]
     fn bad_values_are_reported_with_the_variable_name() {
         let err = Settings::load_from(vars(&[("SWITCHBOARD_LLM_TIMEOUT_MS", "soon")])).unwrap_err();
-        assert!(
-            err.to_string().contains("SWITCHBOARD_LLM_TIMEOUT_MS"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("SWITCHBOARD_LLM_TIMEOUT_MS"), "{err}");
         let err = Settings::load_from(vars(&[("SWITCHBOARD_NAMESPACE", "a b")])).unwrap_err();
         assert!(err.to_string().contains("SWITCHBOARD_NAMESPACE"), "{err}");
     }

@@ -60,9 +60,7 @@ impl Tenants {
     }
 
     pub fn by_phone_number_id(&self, phone_number_id: &str) -> Option<&Arc<Tenant>> {
-        self.by_phone
-            .get(phone_number_id)
-            .map(|&i| &self.tenants[i])
+        self.by_phone.get(phone_number_id).map(|&i| &self.tenants[i])
     }
 
     pub fn get(&self, tenant_id: &str) -> Option<&Arc<Tenant>> {
@@ -75,18 +73,12 @@ impl Tenants {
 
     /// Every app secret of every tenant: a webhook is verified before it can be routed.
     pub fn all_app_secrets(&self) -> Vec<&[u8]> {
-        self.tenants
-            .iter()
-            .flat_map(|t| t.app_secrets.iter().map(|s| s.expose().as_bytes()))
-            .collect()
+        self.tenants.iter().flat_map(|t| t.app_secrets.iter().map(|s| s.expose().as_bytes())).collect()
     }
 
     /// Every verify token (the handshake does not say which tenant it is for).
     pub fn all_verify_tokens(&self) -> Vec<&str> {
-        self.tenants
-            .iter()
-            .filter_map(|t| t.verify_token.as_ref().map(|s| s.expose()))
-            .collect()
+        self.tenants.iter().filter_map(|t| t.verify_token.as_ref().map(|s| s.expose())).collect()
     }
 }
 
@@ -100,13 +92,7 @@ impl Settings {
         }
         let mut h = Sha256::new();
         h.update(b"switchboard-pseudonym-key\0");
-        h.update(
-            self.app_secret
-                .as_ref()
-                .map(|s| s.expose())
-                .unwrap_or_default()
-                .as_bytes(),
-        );
+        h.update(self.app_secret.as_ref().map(|s| s.expose()).unwrap_or_default().as_bytes());
         h.update(b"\0");
         h.update(self.namespace.as_bytes());
         h.finalize().to_vec()
@@ -120,15 +106,9 @@ mod tests {
     #[test]
     fn single_tenant_shorthand_builds_a_directory() {
         let s = Settings::load_from([
-            (
-                "SWITCHBOARD_PHONE_NUMBER_ID".to_string(),
-                "200000000000002".to_string(),
-            ),
+            ("SWITCHBOARD_PHONE_NUMBER_ID".to_string(), "200000000000002".to_string()),
             ("SWITCHBOARD_APP_SECRET".to_string(), "new".to_string()),
-            (
-                "SWITCHBOARD_APP_SECRET_PREVIOUS".to_string(),
-                "old".to_string(),
-            ),
+            ("SWITCHBOARD_APP_SECRET_PREVIOUS".to_string(), "old".to_string()),
             ("SWITCHBOARD_VERIFY_TOKEN".to_string(), "vt".to_string()),
         ])
         .unwrap();
@@ -136,10 +116,7 @@ mod tests {
         let tenant = t.by_phone_number_id("200000000000002").unwrap();
         assert_eq!(tenant.id, "default");
         assert!(t.by_phone_number_id("999").is_none());
-        assert_eq!(
-            t.all_app_secrets(),
-            vec![b"new".as_slice(), b"old".as_slice()]
-        );
+        assert_eq!(t.all_app_secrets(), vec![b"new".as_slice(), b"old".as_slice()]);
         assert_eq!(t.all_verify_tokens(), vec!["vt"]);
         assert!(t.get("default").is_some());
         assert_ne!(s.pseudonym_key(), Settings::default().pseudonym_key());

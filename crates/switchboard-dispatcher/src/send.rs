@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use switchboard_bus::{BusError, Delivery};
-use switchboard_domain::{
-    now_ms, split_message, DeadLetter, DeadLetterReason, OutboundJob, MAX_TEXT_CHARS,
-};
+use switchboard_domain::{now_ms, split_message, DeadLetter, DeadLetterReason, OutboundJob, MAX_TEXT_CHARS};
 use switchboard_store::{
     lease::{Acquired, Lease},
     ClaimKey, StoreError,
@@ -90,12 +88,7 @@ impl Dispatcher {
 
     async fn send_job(&self, job: &OutboundJob, delivery: &Delivery) -> Result<Outcome, Requeue> {
         let s = &self.inner.settings;
-        let Some(token) = self
-            .inner
-            .tenants
-            .get(&job.tenant_id)
-            .and_then(|t| t.access_token.clone())
-        else {
+        let Some(token) = self.inner.tenants.get(&job.tenant_id).and_then(|t| t.access_token.clone()) else {
             let info = self.dead_letter_info(
                 job,
                 delivery,
@@ -111,18 +104,14 @@ impl Dispatcher {
         let first_attempt_at = now_ms();
         for (index, part) in parts.iter().enumerate() {
             let key = ClaimKey::send(&job.tenant_id, &job.reply_id, index);
-            let lease = match Lease::acquire(
-                &self.inner.store,
-                key,
-                s.claim_lease(),
-                s.claim_lease() + s.claim_lease() / 2,
-            )
-            .await?
-            {
-                Acquired::Done(_) => continue, // sent before a crash or by a duplicate job
-                Acquired::Busy => return Err(Requeue::Busy),
-                Acquired::Lease(lease) => lease,
-            };
+            let lease =
+                match Lease::acquire(&self.inner.store, key, s.claim_lease(), s.claim_lease() + s.claim_lease() / 2)
+                    .await?
+                {
+                    Acquired::Done(_) => continue, // sent before a crash or by a duplicate job
+                    Acquired::Busy => return Err(Requeue::Busy),
+                    Acquired::Lease(lease) => lease,
+                };
             if self.inner.shutdown.is_cancelled() {
                 let _ = lease.release().await;
                 return Err(Requeue::Shutdown);
@@ -132,9 +121,7 @@ impl Dispatcher {
                 Ok(sent) => {
                     // The ledger write that makes a redelivery skip this part. A crash between
                     // Meta's 200 and this line is the one window where a part can go out twice.
-                    lease
-                        .complete(&sent.wamid, Duration::from_secs(s.ledger_ttl_secs))
-                        .await?;
+                    lease.complete(&sent.wamid, Duration::from_secs(s.ledger_ttl_secs)).await?;
                 }
                 Err(error) => {
                     let _ = lease.release().await;
@@ -147,14 +134,8 @@ impl Dispatcher {
                         DeadLetterReason::SendPermanent
                     };
                     tracing::error!(%error, class = ?error.class(), attempts, part = index, "send failed; dead-lettering");
-                    let mut info = self.dead_letter_info(
-                        job,
-                        delivery,
-                        reason,
-                        error.code(),
-                        error.to_string(),
-                        attempts,
-                    );
+                    let mut info =
+                        self.dead_letter_info(job, delivery, reason, error.code(), error.to_string(), attempts);
                     info.first_attempt_at_ms = first_attempt_at;
                     self.park(delivery, &info).await?;
                     return Ok(Outcome::DeadLettered);
@@ -165,24 +146,14 @@ impl Dispatcher {
     }
 
     /// One part, with retries of transient failures. Returns the result and the attempts made.
-    async fn send_part(
-        &self,
-        token: &str,
-        job: &OutboundJob,
-        body: &str,
-    ) -> (Result<SendOk, GraphError>, u32) {
+    async fn send_part(&self, token: &str, job: &OutboundJob, body: &str) -> (Result<SendOk, GraphError>, u32) {
         let s = &self.inner.settings;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(s.send_backoff_base_ms))
             .with_max_delay(Duration::from_millis(s.send_backoff_max_ms))
             .with_max_times(s.send_max_attempts.saturating_sub(1) as usize)
             .with_jitter();
-        let message = TextMessage {
-            to: &job.to,
-            body,
-            reply_to: None,
-            biz_opaque_callback_data: Some(&job.reply_id),
-        };
+        let message = TextMessage { to: &job.to, body, reply_to: None, biz_opaque_callback_data: Some(&job.reply_id) };
         let shutdown = self.inner.shutdown.clone();
         let mut attempts = 0u32;
         let result = (|| {
@@ -190,18 +161,12 @@ impl Dispatcher {
             self.inner
                 .graph
                 .send_text(token, &job.phone_number_id, &message)
-                .instrument(tracing::info_span!(
-                    "POST /{phone_number_id}/messages",
-                    http.request.method = "POST"
-                ))
+                .instrument(tracing::info_span!("POST /{phone_number_id}/messages", http.request.method = "POST"))
         })
         .retry(backoff)
         .when(|e: &GraphError| e.class().is_retryable() && !shutdown.is_cancelled())
         .adjust(|e, planned| match e {
-            GraphError::Api {
-                retry_after: Some(after),
-                ..
-            } => Some((*after).min(MAX_RETRY_AFTER)),
+            GraphError::Api { retry_after: Some(after), .. } => Some((*after).min(MAX_RETRY_AFTER)),
             _ => planned,
         })
         .notify(|error, delay| tracing::warn!(%error, ?delay, "send failed; retrying"))
@@ -232,8 +197,7 @@ impl Dispatcher {
 
     async fn park(&self, delivery: &Delivery, info: &DeadLetter) -> Result<(), Requeue> {
         let bus = &self.inner.bus;
-        bus.publish(bus.dead_letter(delivery.body.clone(), delivery.headers.clone(), info))
-            .await?;
+        bus.publish(bus.dead_letter(delivery.body.clone(), delivery.headers.clone(), info)).await?;
         Ok(())
     }
 }

@@ -40,12 +40,7 @@ impl Dispatcher {
             reply_id: event.reply_id.as_deref(),
         };
         let ttl = Duration::from_secs(self.inner.settings.status_ttl_secs);
-        match self
-            .inner
-            .store
-            .record_status(&event.tenant_id, &update, ttl)
-            .await
-        {
+        match self.inner.store.record_status(&event.tenant_id, &update, ttl).await {
             Ok(record) => {
                 if event.status == "failed" {
                     tracing::warn!(codes = ?event.error_codes, reply_id = ?event.reply_id, "outbound message failed");

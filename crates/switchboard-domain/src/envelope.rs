@@ -222,10 +222,7 @@ mod tests {
             tenant_id: "t".into(),
             phone_number_id: "200".into(),
             reply_id: "rp_x".into(),
-            to: UserRef {
-                wa_id: Some("15551234567".into()),
-                user_id: None,
-            },
+            to: UserRef { wa_id: Some("15551234567".into()), user_id: None },
             conversation: "c".into(),
             in_reply_to: "wamid.1".into(),
             kind: ReplyKind::Assistant,
@@ -236,9 +233,7 @@ mod tests {
         let dbg = format!("{job:?} {:?}", job.to);
         assert!(!dbg.contains("15551234567"));
         assert!(!dbg.contains("secret words"));
-        let content = InboundContent::Text {
-            body: "secret words".into(),
-        };
+        let content = InboundContent::Text { body: "secret words".into() };
         assert!(!format!("{content:?}").contains("secret"));
     }
 
@@ -248,16 +243,11 @@ mod tests {
             tenant_id: "t".into(),
             phone_number_id: "200".into(),
             wamid: "wamid.1".into(),
-            from: UserRef {
-                wa_id: None,
-                user_id: Some("US.1".into()),
-            },
+            from: UserRef { wa_id: None, user_id: Some("US.1".into()) },
             conversation: "c".into(),
             timestamp: 1_760_000_000,
             received_at_ms: 1,
-            content: InboundContent::Unsupported {
-                message_type: "image".into(),
-            },
+            content: InboundContent::Unsupported { message_type: "image".into() },
         };
         let json = serde_json::to_string(&ev).unwrap();
         assert!(json.contains(r#""kind":"unsupported""#));

@@ -19,15 +19,12 @@ impl std::fmt::Debug for Pseudonymizer {
 
 impl Pseudonymizer {
     pub fn new(key: impl AsRef<[u8]>) -> Self {
-        Self {
-            key: key.as_ref().to_vec(),
-        }
+        Self { key: key.as_ref().to_vec() }
     }
 
     /// The conversation key of one end-user of one tenant: 32 hex characters.
     pub fn conversation(&self, tenant_id: &str, user: &str) -> String {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
-            .expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(b"conversation\0");
         mac.update(tenant_id.as_bytes());
         mac.update(b"\0");
@@ -60,10 +57,7 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(!a.contains("1555"));
         assert_ne!(a, p.conversation("t2", "15551234567"));
-        assert_ne!(
-            a,
-            Pseudonymizer::new("k2").conversation("t1", "15551234567")
-        );
+        assert_ne!(a, Pseudonymizer::new("k2").conversation("t1", "15551234567"));
         assert_eq!(format!("{p:?}"), "Pseudonymizer([redacted])");
     }
 

@@ -59,10 +59,7 @@ fn best_cut(window: &str) -> Option<usize> {
         .filter_map(|sep| window.rfind(sep).map(|i| i + sep.len()))
         .max();
     let space = window.rfind(char::is_whitespace).map(|i| i + 1);
-    [paragraph, line, sentence, space]
-        .into_iter()
-        .flatten()
-        .find(|&i| acceptable(i))
+    [paragraph, line, sentence, space].into_iter().flatten().find(|&i| acceptable(i))
 }
 
 #[cfg(test)]
@@ -101,10 +98,7 @@ mod tests {
     fn a_giant_word_is_cut_hard_and_nothing_is_lost() {
         let text = "x".repeat(10_000);
         let parts = split_message(&text, 4096);
-        assert_eq!(
-            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-            vec![4096, 4096, 1808]
-        );
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![4096, 4096, 1808]);
     }
 
     #[test]

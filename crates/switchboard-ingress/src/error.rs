@@ -34,12 +34,11 @@ impl ResponseError for WebhookError {
             res.insert_header(("Retry-After", "5"));
         }
         // A short, fixed text: never echo the request back.
-        res.content_type("text/plain; charset=utf-8")
-            .body(match self {
-                Self::MissingSignature | Self::BadSignature => "invalid signature",
-                Self::TooLarge { .. } => "payload too large",
-                Self::BodyRead => "bad request",
-                Self::Unavailable(_) => "temporarily unavailable",
-            })
+        res.content_type("text/plain; charset=utf-8").body(match self {
+            Self::MissingSignature | Self::BadSignature => "invalid signature",
+            Self::TooLarge { .. } => "payload too large",
+            Self::BodyRead => "bad request",
+            Self::Unavailable(_) => "temporarily unavailable",
+        })
     }
 }

@@ -65,18 +65,10 @@ pub async fn run(
 }
 
 /// Builds the server synchronously (the builder is not `Send`; the returned server is).
-fn build_server(
-    settings: &Settings,
-    listener: TcpListener,
-    state: web::Data<IngressState>,
-) -> std::io::Result<Server> {
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .configure(routes::configure)
-    })
-    .disable_signals() // the binary owns signal handling and cancels `shutdown`
-    .shutdown_timeout(settings.shutdown_timeout().as_secs().max(1));
+fn build_server(settings: &Settings, listener: TcpListener, state: web::Data<IngressState>) -> std::io::Result<Server> {
+    let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes::configure))
+        .disable_signals() // the binary owns signal handling and cancels `shutdown`
+        .shutdown_timeout(settings.shutdown_timeout().as_secs().max(1));
     if settings.http_workers > 0 {
         server = server.workers(settings.http_workers);
     }

@@ -19,9 +19,7 @@ pub const WEBHOOK_PATH: &str = "/webhooks/whatsapp";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource(WEBHOOK_PATH)
-            .route(web::get().to(verify_handshake))
-            .route(web::post().to(receive_webhook)),
+        web::resource(WEBHOOK_PATH).route(web::get().to(verify_handshake)).route(web::post().to(receive_webhook)),
     )
     .route("/healthz", web::get().to(healthz))
     .route("/readyz", web::get().to(readyz));
@@ -42,22 +40,16 @@ async fn verify_handshake(
             .tenants
             .all_verify_tokens()
             .iter()
-            .fold(false, |ok, expected| {
-                ok | bool::from(given.ct_eq(expected.as_bytes()))
-            })
+            .fold(false, |ok, expected| ok | bool::from(given.ct_eq(expected.as_bytes())))
     });
     match (mode, challenge) {
         (Some("subscribe"), Some(challenge)) if token_ok => {
             tracing::info!("webhook verification handshake accepted");
-            HttpResponse::Ok()
-                .content_type("text/plain")
-                .body(challenge.clone())
+            HttpResponse::Ok().content_type("text/plain").body(challenge.clone())
         }
         _ => {
             security_event(&req, "verify_token_mismatch");
-            HttpResponse::Forbidden()
-                .content_type("text/plain")
-                .body("forbidden")
+            HttpResponse::Forbidden().content_type("text/plain").body("forbidden")
         }
     }
 }
@@ -72,17 +64,12 @@ async fn receive_webhook(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, WebhookError> {
-    let body = read_body(&req, payload, state.max_body_bytes)
-        .await
-        .inspect_err(|e| {
-            if matches!(e, WebhookError::TooLarge { .. }) {
-                security_event(&req, "oversize_body");
-            }
-        })?;
-    let signature = req
-        .headers()
-        .get("X-Hub-Signature-256")
-        .and_then(|v| v.to_str().ok());
+    let body = read_body(&req, payload, state.max_body_bytes).await.inspect_err(|e| {
+        if matches!(e, WebhookError::TooLarge { .. }) {
+            security_event(&req, "oversize_body");
+        }
+    })?;
+    let signature = req.headers().get("X-Hub-Signature-256").and_then(|v| v.to_str().ok());
     if signature.is_none() {
         security_event(&req, "missing_signature");
         return Err(WebhookError::MissingSignature);
@@ -161,16 +148,9 @@ async fn receive_webhook(
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (by header, then by counting).
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, WebhookError> {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, WebhookError> {
+    let declared =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(WebhookError::TooLarge { limit });
     }
@@ -187,11 +167,7 @@ async fn read_body(
 
 /// A security-relevant event: logged with the peer address, never with the body.
 fn security_event(req: &HttpRequest, kind: &'static str) {
-    let peer = req
-        .connection_info()
-        .realip_remote_addr()
-        .unwrap_or("unknown")
-        .to_string();
+    let peer = req.connection_info().realip_remote_addr().unwrap_or("unknown").to_string();
     tracing::warn!(security_event = kind, peer = %peer, path = req.path(), "security event");
 }
 
@@ -201,9 +177,7 @@ async fn healthz() -> HttpResponse {
 
 /// Ready when the broker and Redis both answer now.
 async fn readyz(state: web::Data<IngressState>) -> HttpResponse {
-    let (broker, redis) = tokio::join!(state.bus.is_ready(), async {
-        state.store.ping().await.is_ok()
-    });
+    let (broker, redis) = tokio::join!(state.bus.is_ready(), async { state.store.ping().await.is_ok() });
     let body = serde_json::json!({ "broker": broker, "redis": redis });
     if broker && redis {
         HttpResponse::Ok().json(body)

@@ -98,16 +98,13 @@ impl LlmClient {
         let endpoint = Url::parse(&format!("{base}/chat/completions"))
             .map_err(|e| LlmError::Config(format!("invalid base url ({e})")))?;
         if !matches!(endpoint.scheme(), "http" | "https") {
-            return Err(LlmError::Config(
-                "base url must be http or https".to_owned(),
-            ));
+            return Err(LlmError::Config("base url must be http or https".to_owned()));
         }
         let auth = match api_key.map(str::trim).filter(|k| !k.is_empty()) {
             None => None,
             Some(key) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-                    LlmError::Config("api key is not a valid header value".to_owned())
-                })?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                    .map_err(|_| LlmError::Config("api key is not a valid header value".to_owned()))?;
                 value.set_sensitive(true);
                 Some(value)
             }
@@ -121,12 +118,7 @@ impl LlmClient {
             .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| LlmError::Config(format!("cannot build http client: {e}")))?;
-        Ok(Self {
-            http,
-            endpoint,
-            auth,
-            timeout,
-        })
+        Ok(Self { http, endpoint, auth, timeout })
     }
 
     /// Asks for one completion: `POST {base}/chat/completions` with the system prompt and the
@@ -174,10 +166,7 @@ impl LlmClient {
         let status = response.status();
         tracing::Span::current().record("http.response.status_code", status.as_u16());
         if !status.is_success() {
-            return Err(LlmError::Status {
-                status: status.as_u16(),
-                retry_after: retry_after(&response, status),
-            });
+            return Err(LlmError::Status { status: status.as_u16(), retry_after: retry_after(&response, status) });
         }
 
         let mut bytes = Vec::new();
@@ -187,8 +176,7 @@ impl LlmClient {
             }
             bytes.extend_from_slice(&chunk);
         }
-        let parsed: WireResponse =
-            serde_json::from_slice(&bytes).map_err(|e| LlmError::from_json(&e))?;
+        let parsed: WireResponse = serde_json::from_slice(&bytes).map_err(|e| LlmError::from_json(&e))?;
 
         if parsed.finish_reason() == Some("length") {
             tracing::debug!("completion cut at max_tokens");
@@ -197,11 +185,7 @@ impl LlmClient {
         let usage = parsed.usage.as_ref();
         Ok(Completion {
             content,
-            model: parsed
-                .model
-                .clone()
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| req.model.to_owned()),
+            model: parsed.model.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| req.model.to_owned()),
             prompt_tokens: usage.and_then(|u| u.prompt_tokens),
             completion_tokens: usage.and_then(|u| u.completion_tokens),
         })
@@ -210,10 +194,7 @@ impl LlmClient {
 
 /// `Retry-After` in seconds, read on 429 and 503 (HTTP dates are not supported: `None`).
 fn retry_after(response: &reqwest::Response, status: StatusCode) -> Option<Duration> {
-    if !matches!(
-        status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) {
+    if !matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
         return None;
     }
     let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?;
@@ -227,18 +208,9 @@ mod tests {
     #[test]
     fn config_errors() {
         let t = Duration::from_secs(1);
-        assert!(matches!(
-            LlmClient::new("not a url", None, t),
-            Err(LlmError::Config(_))
-        ));
-        assert!(matches!(
-            LlmClient::new("ftp://x/v1", None, t),
-            Err(LlmError::Config(_))
-        ));
-        assert!(matches!(
-            LlmClient::new("http://x/v1", None, Duration::ZERO),
-            Err(LlmError::Config(_))
-        ));
+        assert!(matches!(LlmClient::new("not a url", None, t), Err(LlmError::Config(_))));
+        assert!(matches!(LlmClient::new("ftp://x/v1", None, t), Err(LlmError::Config(_))));
+        assert!(matches!(LlmClient::new("http://x/v1", None, Duration::ZERO), Err(LlmError::Config(_))));
         let err = LlmClient::new("http://x/v1", Some("bad\nkey"), t).unwrap_err();
         assert!(!err.to_string().contains("bad"), "{err}");
     }
@@ -247,10 +219,7 @@ mod tests {
     fn endpoint_and_debug() {
         let t = Duration::from_secs(1);
         let c = LlmClient::new("https://api.example.com/v1/", Some("sk-secret"), t).unwrap();
-        assert_eq!(
-            c.endpoint.as_str(),
-            "https://api.example.com/v1/chat/completions"
-        );
+        assert_eq!(c.endpoint.as_str(), "https://api.example.com/v1/chat/completions");
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("sk-secret"), "{dbg}");
         assert!(dbg.contains("[redacted]"), "{dbg}");
@@ -259,9 +228,6 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("pw"), "{dbg}");
         assert!(c.auth.is_none());
-        assert!(LlmClient::new("http://h/v1", Some("  "), t)
-            .unwrap()
-            .auth
-            .is_none());
+        assert!(LlmClient::new("http://h/v1", Some("  "), t).unwrap().auth.is_none());
     }
 }

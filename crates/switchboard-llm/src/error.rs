@@ -37,9 +37,7 @@ impl LlmError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Timeout | Self::Network(_) => true,
-            Self::Status { status, .. } => {
-                matches!(status, 408 | 409 | 429) || (500..=599).contains(status)
-            }
+            Self::Status { status, .. } => matches!(status, 408 | 409 | 429) || (500..=599).contains(status),
             Self::Decode(_) | Self::Empty | Self::Config(_) => false,
         }
     }
@@ -100,11 +98,7 @@ impl LlmError {
             serde_json::error::Category::Data => "data",
             serde_json::error::Category::Eof => "eof",
         };
-        Self::Decode(format!(
-            "{category} error at line {} column {}",
-            err.line(),
-            err.column()
-        ))
+        Self::Decode(format!("{category} error at line {} column {}", err.line(), err.column()))
     }
 }
 
@@ -113,10 +107,7 @@ mod tests {
     use super::*;
 
     fn status(status: u16) -> LlmError {
-        LlmError::Status {
-            status,
-            retry_after: None,
-        }
+        LlmError::Status { status, retry_after: None }
     }
 
     #[test]

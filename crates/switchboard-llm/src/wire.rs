@@ -30,10 +30,7 @@ impl<'a> WireRequest<'a> {
         max_tokens: Option<u32>,
     ) -> Self {
         let mut messages = Vec::with_capacity(history.len() + 1);
-        messages.push(WireMessage {
-            role: "system",
-            content: system_prompt,
-        });
+        messages.push(WireMessage { role: "system", content: system_prompt });
         messages.extend(history.iter().map(|e| WireMessage {
             role: match e.role {
                 ChatRole::User => "user",
@@ -41,12 +38,7 @@ impl<'a> WireRequest<'a> {
             },
             content: &e.content,
         }));
-        Self {
-            model,
-            messages,
-            max_tokens,
-            stream: false,
-        }
+        Self { model, messages, max_tokens, stream: false }
     }
 }
 
@@ -105,12 +97,9 @@ impl WireResponse {
         let content = self.choices.first()?.message.as_ref()?.content.as_ref()?;
         let text = match content {
             WireContent::Text(s) => s.trim().to_owned(),
-            WireContent::Parts(parts) => parts
-                .iter()
-                .filter_map(|p| p.text.as_deref())
-                .collect::<String>()
-                .trim()
-                .to_owned(),
+            WireContent::Parts(parts) => {
+                parts.iter().filter_map(|p| p.text.as_deref()).collect::<String>().trim().to_owned()
+            }
             WireContent::Other(_) => return None,
         };
         (!text.is_empty()).then_some(text)
@@ -132,26 +121,15 @@ mod tests {
 
     #[test]
     fn lenient_responses() {
-        assert_eq!(
-            parse(r#"{"choices":[{"message":{"content":" hi "}}]}"#)
-                .text()
-                .as_deref(),
-            Some("hi")
-        );
+        assert_eq!(parse(r#"{"choices":[{"message":{"content":" hi "}}]}"#).text().as_deref(), Some("hi"));
         assert_eq!(
             parse(r#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}}]}"#)
                 .text()
                 .as_deref(),
             Some("ab")
         );
-        assert_eq!(
-            parse(r#"{"choices":[{"message":{"content":null}}]}"#).text(),
-            None
-        );
-        assert_eq!(
-            parse(r#"{"choices":[{"message":{"content":42}}]}"#).text(),
-            None
-        );
+        assert_eq!(parse(r#"{"choices":[{"message":{"content":null}}]}"#).text(), None);
+        assert_eq!(parse(r#"{"choices":[{"message":{"content":42}}]}"#).text(), None);
         assert_eq!(parse(r#"{"choices":[{"message":{}}]}"#).text(), None);
         assert_eq!(parse(r#"{"choices":[]}"#).text(), None);
         assert_eq!(parse(r#"{"error":{"message":"x"}}"#).text(), None);

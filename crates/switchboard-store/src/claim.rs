@@ -24,19 +24,10 @@ impl Store {
     /// atomic script: missing → `SET p:<token> PX lease` → [`ClaimOutcome::Acquired`]; `d:` →
     /// [`ClaimOutcome::Done`]; our own `p:<token>` → `PEXPIRE` → `Acquired`; otherwise
     /// [`ClaimOutcome::Busy`].
-    pub async fn claim(
-        &self,
-        key: &ClaimKey,
-        token: &str,
-        lease: Duration,
-    ) -> Result<ClaimOutcome, StoreError> {
+    pub async fn claim(&self, key: &ClaimKey, token: &str, lease: Duration) -> Result<ClaimOutcome, StoreError> {
         let mut conn = self.conn().await?;
-        let reply: Vec<String> = scripts::CLAIM
-            .key(self.keys.claim(key))
-            .arg(token)
-            .arg(millis(lease))
-            .invoke_async(&mut conn)
-            .await?;
+        let reply: Vec<String> =
+            scripts::CLAIM.key(self.keys.claim(key)).arg(token).arg(millis(lease)).invoke_async(&mut conn).await?;
         let outcome = parse_claim_reply(reply)?;
         tracing::debug!(claim = key.id(), outcome = outcome_name(&outcome), "claim");
         Ok(outcome)
@@ -44,19 +35,10 @@ impl Store {
 
     /// Extends our lease. `true` if the claim still holds `p:<token>` (now with a fresh
     /// `lease`); `false` if the lease was lost (expired, taken over, completed or released).
-    pub async fn renew(
-        &self,
-        key: &ClaimKey,
-        token: &str,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
+    pub async fn renew(&self, key: &ClaimKey, token: &str, lease: Duration) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
-        let renewed: i64 = scripts::RENEW
-            .key(self.keys.claim(key))
-            .arg(token)
-            .arg(millis(lease))
-            .invoke_async(&mut conn)
-            .await?;
+        let renewed: i64 =
+            scripts::RENEW.key(self.keys.claim(key)).arg(token).arg(millis(lease)).invoke_async(&mut conn).await?;
         Ok(renewed == 1)
     }
 
@@ -64,13 +46,7 @@ impl Store {
     /// a done value (the first result stays). Returns `true` if we still held the lease,
     /// `false` if it had expired or been taken; the done value is written in that case too,
     /// because the work did happen.
-    pub async fn complete(
-        &self,
-        key: &ClaimKey,
-        token: &str,
-        result: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
+    pub async fn complete(&self, key: &ClaimKey, token: &str, result: &str, ttl: Duration) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
         let held: i64 = scripts::COMPLETE
             .key(self.keys.claim(key))
@@ -89,11 +65,7 @@ impl Store {
     /// that another claimant can take it at once. `true` if deleted.
     pub async fn release(&self, key: &ClaimKey, token: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
-        let released: i64 = scripts::RELEASE
-            .key(self.keys.claim(key))
-            .arg(token)
-            .invoke_async(&mut conn)
-            .await?;
+        let released: i64 = scripts::RELEASE.key(self.keys.claim(key)).arg(token).invoke_async(&mut conn).await?;
         Ok(released == 1)
     }
 
@@ -102,12 +74,8 @@ impl Store {
     pub async fn claim_state(&self, key: &ClaimKey) -> Result<Option<ClaimOutcome>, StoreError> {
         let full = self.keys.claim(key);
         let mut conn = self.conn().await?;
-        let (value, ttl_ms): (Option<String>, i64) = redis::pipe()
-            .atomic()
-            .get(&full)
-            .pttl(&full)
-            .query_async(&mut conn)
-            .await?;
+        let (value, ttl_ms): (Option<String>, i64) =
+            redis::pipe().atomic().get(&full).pttl(&full).query_async(&mut conn).await?;
         Ok(value.map(|v| match v.strip_prefix("d:") {
             Some(result) => ClaimOutcome::Done(result.to_owned()),
             None => ClaimOutcome::Busy { ttl_ms },
@@ -147,18 +115,9 @@ mod tests {
 
     #[test]
     fn parses_replies() {
-        assert_eq!(
-            parse_claim_reply(s(&["acquired"])).unwrap(),
-            ClaimOutcome::Acquired
-        );
-        assert_eq!(
-            parse_claim_reply(s(&["done", "x:y"])).unwrap(),
-            ClaimOutcome::Done("x:y".into())
-        );
-        assert_eq!(
-            parse_claim_reply(s(&["busy", "1234"])).unwrap(),
-            ClaimOutcome::Busy { ttl_ms: 1234 }
-        );
+        assert_eq!(parse_claim_reply(s(&["acquired"])).unwrap(), ClaimOutcome::Acquired);
+        assert_eq!(parse_claim_reply(s(&["done", "x:y"])).unwrap(), ClaimOutcome::Done("x:y".into()));
+        assert_eq!(parse_claim_reply(s(&["busy", "1234"])).unwrap(), ClaimOutcome::Busy { ttl_ms: 1234 });
         assert!(parse_claim_reply(s(&["busy", "soon"])).is_err());
         assert!(parse_claim_reply(s(&[])).is_err());
         assert!(parse_claim_reply(s(&["what"])).is_err());

@@ -35,11 +35,7 @@ impl Store {
     }
 
     /// The conversation's window, oldest first (empty if none or expired).
-    pub async fn context(
-        &self,
-        tenant: &str,
-        conversation: &str,
-    ) -> Result<Vec<ChatEntry>, StoreError> {
+    pub async fn context(&self, tenant: &str, conversation: &str) -> Result<Vec<ChatEntry>, StoreError> {
         let mut conn = self.conn().await?;
         let raw: Vec<String> = redis::cmd("LRANGE")
             .arg(self.keys.context(tenant, conversation))
@@ -57,11 +53,7 @@ impl Store {
         conversation: &str,
         id: &str,
     ) -> Result<Option<ChatEntry>, StoreError> {
-        Ok(self
-            .context(tenant, conversation)
-            .await?
-            .into_iter()
-            .find(|e| e.id == id))
+        Ok(self.context(tenant, conversation).await?.into_iter().find(|e| e.id == id))
     }
 }
 
@@ -89,17 +81,8 @@ mod tests {
 
     #[test]
     fn undecodable_entries_are_skipped() {
-        let good = ChatEntry {
-            id: "wamid.1".into(),
-            role: ChatRole::User,
-            content: "hi".into(),
-            at: 1,
-        };
-        let raw = vec![
-            "not json".to_owned(),
-            serde_json::to_string(&good).unwrap(),
-            r#"{"id":"x"}"#.to_owned(),
-        ];
+        let good = ChatEntry { id: "wamid.1".into(), role: ChatRole::User, content: "hi".into(), at: 1 };
+        let raw = vec!["not json".to_owned(), serde_json::to_string(&good).unwrap(), r#"{"id":"x"}"#.to_owned()];
         assert_eq!(decode_window("t", "c", raw), vec![good]);
     }
 }

@@ -93,9 +93,5 @@ pub(crate) fn json_error(what: &str, err: &serde_json::Error) -> StoreError {
         serde_json::error::Category::Data => "data",
         serde_json::error::Category::Eof => "eof",
     };
-    StoreError::Decode(format!(
-        "{what}: {category} error at line {} column {}",
-        err.line(),
-        err.column()
-    ))
+    StoreError::Decode(format!("{what}: {category} error at line {} column {}", err.line(), err.column()))
 }

@@ -16,16 +16,12 @@ pub struct ClaimKey {
 impl ClaimKey {
     /// The claim on processing one inbound message (`kind = in`), keyed by its wamid.
     pub fn inbound(tenant: &str, wamid: &str) -> Self {
-        Self {
-            id: format!("{tenant}:in:{wamid}"),
-        }
+        Self { id: format!("{tenant}:in:{wamid}") }
     }
 
     /// The send-ledger claim on one part of a reply (`kind = send`).
     pub fn send(tenant: &str, reply_id: &str, part: usize) -> Self {
-        Self {
-            id: format!("{tenant}:send:{reply_id}:{part}"),
-        }
+        Self { id: format!("{tenant}:send:{reply_id}:{part}") }
     }
 
     /// The key without the namespace and the `claim:` prefix: `{tenant}:{kind}:{id}`.
@@ -77,9 +73,7 @@ impl Keys {
 pub(crate) fn valid_namespace(ns: &str) -> bool {
     !ns.is_empty()
         && ns.len() <= 64
-        && ns
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+        && ns.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
 #[cfg(test)]
@@ -89,14 +83,8 @@ mod tests {
     #[test]
     fn layout() {
         let k = Keys::new("sb");
-        assert_eq!(
-            k.claim(&ClaimKey::inbound("t1", "wamid.X")),
-            "sb:claim:t1:in:wamid.X"
-        );
-        assert_eq!(
-            k.claim(&ClaimKey::send("t1", "rp_1", 2)),
-            "sb:claim:t1:send:rp_1:2"
-        );
+        assert_eq!(k.claim(&ClaimKey::inbound("t1", "wamid.X")), "sb:claim:t1:in:wamid.X");
+        assert_eq!(k.claim(&ClaimKey::send("t1", "rp_1", 2)), "sb:claim:t1:send:rp_1:2");
         assert_eq!(k.context("t1", "c9"), "sb:ctx:{t1:c9}");
         assert_eq!(k.status("t1", "wamid.Y"), "sb:status:t1:wamid.Y");
         assert_eq!(ClaimKey::send("t", "r", 0).id(), "t:send:r:0");

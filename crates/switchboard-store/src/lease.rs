@@ -45,22 +45,14 @@ impl Lease {
         let deadline = tokio::time::Instant::now() + wait_max;
         loop {
             match store.claim(&key, &token, lease).await? {
-                ClaimOutcome::Acquired => {
-                    return Ok(Acquired::Lease(Self::start(
-                        store.clone(),
-                        key,
-                        token,
-                        lease,
-                    )))
-                }
+                ClaimOutcome::Acquired => return Ok(Acquired::Lease(Self::start(store.clone(), key, token, lease))),
                 ClaimOutcome::Done(value) => return Ok(Acquired::Done(value)),
                 ClaimOutcome::Busy { ttl_ms } => {
                     let now = tokio::time::Instant::now();
                     if now >= deadline {
                         return Ok(Acquired::Busy);
                     }
-                    let pause =
-                        Duration::from_millis(ttl_ms.clamp(20, 250) as u64).min(deadline - now);
+                    let pause = Duration::from_millis(ttl_ms.clamp(20, 250) as u64).min(deadline - now);
                     tokio::time::sleep(pause).await;
                 }
             }
@@ -70,8 +62,7 @@ impl Lease {
     fn start(store: Store, key: ClaimKey, token: String, lease: Duration) -> Self {
         let lost = Arc::new(AtomicBool::new(false));
         let renewer = {
-            let (store, key, token, lost) =
-                (store.clone(), key.clone(), token.clone(), lost.clone());
+            let (store, key, token, lost) = (store.clone(), key.clone(), token.clone(), lost.clone());
             tokio::spawn(async move {
                 let every = (lease / 3).max(Duration::from_millis(10));
                 loop {
@@ -90,13 +81,7 @@ impl Lease {
                 }
             })
         };
-        Self {
-            store,
-            key,
-            token,
-            lost,
-            renewer,
-        }
+        Self { store, key, token, lost, renewer }
     }
 
     /// True once another holder has taken the claim over.
@@ -108,9 +93,7 @@ impl Lease {
     /// been lost meanwhile (the result is recorded all the same: it is a fact).
     pub async fn complete(self, result: &str, ttl: Duration) -> Result<bool, StoreError> {
         self.renewer.abort();
-        self.store
-            .complete(&self.key, &self.token, result, ttl)
-            .await
+        self.store.complete(&self.key, &self.token, result, ttl).await
     }
 
     /// Gives the work up without completing it, so another delivery can take it at once.

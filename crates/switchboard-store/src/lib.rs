@@ -85,15 +85,9 @@ impl Store {
     /// Redis once, so a wrong URL or an unreachable server fails at start-up.
     ///
     /// `namespace` prefixes every key; it must be non-empty and made of `[A-Za-z0-9_.:-]`.
-    pub async fn connect(
-        redis_url: &str,
-        namespace: &str,
-        pool_size: usize,
-    ) -> Result<Self, StoreError> {
+    pub async fn connect(redis_url: &str, namespace: &str, pool_size: usize) -> Result<Self, StoreError> {
         if !keys::valid_namespace(namespace) {
-            return Err(StoreError::Pool(
-                "invalid namespace: use 1-64 characters of [A-Za-z0-9_.:-]".to_owned(),
-            ));
+            return Err(StoreError::Pool("invalid namespace: use 1-64 characters of [A-Za-z0-9_.:-]".to_owned()));
         }
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -109,10 +103,7 @@ impl Store {
             .recycle_timeout(Some(RESPONSE_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Pool(format!("cannot build pool: {e}")))?;
-        let store = Self {
-            pool,
-            keys: Arc::new(Keys::new(namespace)),
-        };
+        let store = Self { pool, keys: Arc::new(Keys::new(namespace)) };
         store.ping().await?;
         Ok(store)
     }
@@ -145,9 +136,7 @@ impl Store {
 /// A duration as Redis milliseconds, clamped to `1..=MAX_TTL_MS` (0 would mean "delete now"
 /// for `PEXPIRE` and is an error for `SET PX`).
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis())
-        .unwrap_or(u64::MAX)
-        .clamp(1, MAX_TTL_MS)
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).clamp(1, MAX_TTL_MS)
 }
 
 #[cfg(test)]

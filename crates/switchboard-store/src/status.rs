@@ -82,36 +82,21 @@ impl Store {
         let mut it = reply.into_iter();
         let applied = it.next().flatten();
         let fields: Vec<Option<String>> = it.collect();
-        let mut record = parse_record(fields)?
-            .ok_or_else(|| StoreError::decode("status reply: no status after write"))?;
+        let mut record =
+            parse_record(fields)?.ok_or_else(|| StoreError::decode("status reply: no status after write"))?;
         record.regressed_ignored = applied.as_deref() != Some("1");
         if record.regressed_ignored {
-            tracing::debug!(
-                tenant,
-                wamid = update.wamid,
-                status = update.status,
-                "status ignored"
-            );
+            tracing::debug!(tenant, wamid = update.wamid, status = update.status, "status ignored");
         }
         Ok(record)
     }
 
     /// The stored status of an outbound message, if any.
-    pub async fn status(
-        &self,
-        tenant: &str,
-        wamid: &str,
-    ) -> Result<Option<StatusRecord>, StoreError> {
+    pub async fn status(&self, tenant: &str, wamid: &str) -> Result<Option<StatusRecord>, StoreError> {
         let mut conn = self.conn().await?;
         let fields: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(self.keys.status(tenant, wamid))
-            .arg(&[
-                "status",
-                "timestamp",
-                "error_codes",
-                "reply_id",
-                "updated_at_ms",
-            ])
+            .arg(&["status", "timestamp", "error_codes", "reply_id", "updated_at_ms"])
             .query_async(&mut conn)
             .await?;
         parse_record(fields)
@@ -120,23 +105,17 @@ impl Store {
 
 /// Decodes `[status, timestamp, error_codes, reply_id, updated_at_ms]`; `None` if no status.
 fn parse_record(fields: Vec<Option<String>>) -> Result<Option<StatusRecord>, StoreError> {
-    let [status, timestamp, codes, reply_id, updated]: [Option<String>; 5] = fields
-        .try_into()
-        .map_err(|_| StoreError::decode("status record: wrong field count"))?;
+    let [status, timestamp, codes, reply_id, updated]: [Option<String>; 5] =
+        fields.try_into().map_err(|_| StoreError::decode("status record: wrong field count"))?;
     let Some(status) = status else {
         return Ok(None);
     };
     let int = |v: Option<String>, what: &str| -> Result<i64, StoreError> {
-        v.as_deref()
-            .unwrap_or("0")
-            .parse()
-            .map_err(|_| StoreError::decode(what))
+        v.as_deref().unwrap_or("0").parse().map_err(|_| StoreError::decode(what))
     };
     let error_codes = match codes.as_deref() {
         None | Some("") => Vec::new(),
-        Some(json) => {
-            serde_json::from_str(json).map_err(|e| json_error("status error codes", &e))?
-        }
+        Some(json) => serde_json::from_str(json).map_err(|e| json_error("status error codes", &e))?,
     };
     Ok(Some(StatusRecord {
         status,
@@ -167,19 +146,8 @@ mod tests {
 
     #[test]
     fn parses_records() {
-        assert_eq!(
-            parse_record(f(&[None, None, None, None, None])).unwrap(),
-            None
-        );
-        let r = parse_record(f(&[
-            Some("failed"),
-            Some("7"),
-            Some("[131047]"),
-            None,
-            Some("9"),
-        ]))
-        .unwrap()
-        .unwrap();
+        assert_eq!(parse_record(f(&[None, None, None, None, None])).unwrap(), None);
+        let r = parse_record(f(&[Some("failed"), Some("7"), Some("[131047]"), None, Some("9")])).unwrap().unwrap();
         assert_eq!(r.error_codes, vec![131047]);
         assert_eq!((r.timestamp, r.updated_at_ms, r.reply_id), (7, 9, None));
         assert!(parse_record(f(&[Some("x"), Some("nan"), None, None, None])).is_err());

@@ -42,15 +42,11 @@ pub fn init(service_name: &'static str, format: Format) -> Option<Telemetry> {
     let provider = SdkTracerProvider::builder().build();
     let tracer = provider.tracer(service_name);
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,actix_server=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,actix_server=warn"));
     let fmt = match format {
         Format::Text => tracing_subscriber::fmt::layer().with_target(true).boxed(),
-        Format::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .boxed(),
+        Format::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).boxed(),
     };
     tracing_subscriber::registry()
         .with(filter)

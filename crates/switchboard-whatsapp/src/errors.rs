@@ -122,23 +122,11 @@ mod tests {
     #[test]
     fn without_a_known_code_http_status_decides() {
         for status in [500, 502, 503, 504, 429, 408] {
-            assert_eq!(
-                classify(Some(status), None),
-                ErrorClass::Transient,
-                "{status}"
-            );
-            assert_eq!(
-                classify(Some(status), Some(999_999)),
-                ErrorClass::Transient,
-                "{status}"
-            );
+            assert_eq!(classify(Some(status), None), ErrorClass::Transient, "{status}");
+            assert_eq!(classify(Some(status), Some(999_999)), ErrorClass::Transient, "{status}");
         }
         for status in [400, 401, 403, 404, 422, 200] {
-            assert_eq!(
-                classify(Some(status), None),
-                ErrorClass::Permanent,
-                "{status}"
-            );
+            assert_eq!(classify(Some(status), None), ErrorClass::Permanent, "{status}");
         }
         assert_eq!(classify(None, None), ErrorClass::Transient);
         assert_eq!(classify(None, Some(131014)), ErrorClass::Permanent);
@@ -147,17 +135,10 @@ mod tests {
     #[test]
     fn retryable_classes() {
         use ErrorClass::*;
-        let retryable: Vec<_> = [
-            Transient,
-            Throughput,
-            PairRate,
-            TokenInvalid,
-            WindowClosed,
-            Permanent,
-        ]
-        .into_iter()
-        .filter(|c| c.is_retryable())
-        .collect();
+        let retryable: Vec<_> = [Transient, Throughput, PairRate, TokenInvalid, WindowClosed, Permanent]
+            .into_iter()
+            .filter(|c| c.is_retryable())
+            .collect();
         assert_eq!(retryable, vec![Transient, Throughput, PairRate]);
         assert_eq!(PairRate.to_string(), "pair_rate");
     }

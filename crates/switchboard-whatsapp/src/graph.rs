@@ -33,9 +33,7 @@ pub struct GraphClient {
 
 impl std::fmt::Debug for GraphClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GraphClient")
-            .field("base", &self.base.as_str())
-            .finish_non_exhaustive()
+        f.debug_struct("GraphClient").field("base", &self.base.as_str()).finish_non_exhaustive()
     }
 }
 
@@ -76,11 +74,7 @@ pub enum GraphError {
     #[error("graph request got no response (timeout: {timeout}): {detail}")]
     Network { timeout: bool, detail: String },
     /// The Graph API answered with an error.
-    #[error(
-        "graph api error: http {http_status}, code {}, fbtrace_id {}",
-        show(code),
-        show(fbtrace_id)
-    )]
+    #[error("graph api error: http {http_status}, code {}, fbtrace_id {}", show(code), show(fbtrace_id))]
     Api {
         http_status: u16,
         code: Option<i64>,
@@ -98,9 +92,7 @@ pub enum GraphError {
 }
 
 fn show<T: std::fmt::Display>(value: &Option<T>) -> String {
-    value
-        .as_ref()
-        .map_or_else(|| "none".to_owned(), ToString::to_string)
+    value.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string)
 }
 
 impl GraphError {
@@ -109,9 +101,7 @@ impl GraphError {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Network { .. } => classify(None, None),
-            Self::Api {
-                http_status, code, ..
-            } => classify(Some(*http_status), *code),
+            Self::Api { http_status, code, .. } => classify(Some(*http_status), *code),
             Self::Decode { http_status, .. } => classify(Some(*http_status), None),
             Self::Config(_) => ErrorClass::Permanent,
         }
@@ -139,12 +129,10 @@ impl GraphClient {
     /// `https://graph.facebook.com/v25.0`; a trailing slash is fine). `timeout` bounds each
     /// whole request; connecting is bounded by 5 s. Redirects are not followed.
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, GraphError> {
-        let base = Url::parse(base_url.trim())
-            .map_err(|e| GraphError::Config(format!("invalid Graph API base URL: {e}")))?;
+        let base =
+            Url::parse(base_url.trim()).map_err(|e| GraphError::Config(format!("invalid Graph API base URL: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(GraphError::Config(
-                "Graph API base URL must be http(s)".into(),
-            ));
+            return Err(GraphError::Config("Graph API base URL must be http(s)".into()));
         }
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -168,14 +156,9 @@ impl GraphClient {
         msg: &TextMessage<'_>,
     ) -> Result<SendOk, GraphError> {
         let body = SendTextBody::new(msg)?;
-        let (status, bytes) = self
-            .post_messages(access_token, phone_number_id, &body)
-            .await?;
-        let response: SendResponse =
-            serde_json::from_slice(&bytes).map_err(|e| GraphError::Decode {
-                http_status: status,
-                detail: json_error_summary(&e),
-            })?;
+        let (status, bytes) = self.post_messages(access_token, phone_number_id, &body).await?;
+        let response: SendResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| GraphError::Decode { http_status: status, detail: json_error_summary(&e) })?;
         response
             .messages
             .into_iter()
@@ -183,10 +166,7 @@ impl GraphClient {
             .and_then(|m| m.id)
             .filter(|id| !id.is_empty())
             .map(|wamid| SendOk { wamid })
-            .ok_or_else(|| GraphError::Decode {
-                http_status: status,
-                detail: "response has no messages[0].id".into(),
-            })
+            .ok_or_else(|| GraphError::Decode { http_status: status, detail: "response has no messages[0].id".into() })
     }
 
     /// Marks the user's message `wamid` as read (blue ticks) and, with `typing`, shows the
@@ -204,21 +184,13 @@ impl GraphClient {
         typing: bool,
     ) -> Result<(), GraphError> {
         let body = MarkReadBody::new(wamid, typing);
-        let (status, bytes) = self
-            .post_messages(access_token, phone_number_id, &body)
-            .await?;
+        let (status, bytes) = self.post_messages(access_token, phone_number_id, &body).await?;
         match serde_json::from_slice::<SuccessResponse>(&bytes) {
-            Ok(SuccessResponse {
-                success: Some(false),
-            }) => Err(GraphError::Decode {
-                http_status: status,
-                detail: "response says success: false".into(),
-            }),
+            Ok(SuccessResponse { success: Some(false) }) => {
+                Err(GraphError::Decode { http_status: status, detail: "response says success: false".into() })
+            }
             Ok(_) => Ok(()),
-            Err(e) => Err(GraphError::Decode {
-                http_status: status,
-                detail: json_error_summary(&e),
-            }),
+            Err(e) => Err(GraphError::Decode { http_status: status, detail: json_error_summary(&e) }),
         }
     }
 
@@ -235,14 +207,8 @@ impl GraphClient {
             .map_err(|_| GraphError::Config("access token is not a valid header value".into()))?;
         auth.set_sensitive(true);
 
-        let response = self
-            .http
-            .post(url)
-            .header(AUTHORIZATION, auth)
-            .json(body)
-            .send()
-            .await
-            .map_err(transport_error)?;
+        let response =
+            self.http.post(url).header(AUTHORIZATION, auth).json(body).send().await.map_err(transport_error)?;
         let status = response.status().as_u16();
         let span = tracing::Span::current();
         span.record("http_status", status);
@@ -260,11 +226,8 @@ impl GraphClient {
     }
 
     fn messages_url(&self, phone_number_id: &str) -> Result<Url, GraphError> {
-        if phone_number_id.is_empty() || !phone_number_id.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
-            return Err(GraphError::Config(
-                "phone_number_id must be non-empty and alphanumeric".into(),
-            ));
+        if phone_number_id.is_empty() || !phone_number_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(GraphError::Config("phone_number_id must be non-empty and alphanumeric".into()));
         }
         let mut url = self.base.clone();
         url.path_segments_mut()
@@ -306,27 +269,18 @@ fn api_error(http_status: u16, body: &[u8], retry_after: Option<Duration>) -> Gr
         Ok(value) => value,
         Err(e) => {
             let detail = format!("error body is not JSON ({})", json_error_summary(&e));
-            return GraphError::Decode {
-                http_status,
-                detail,
-            };
+            return GraphError::Decode { http_status, detail };
         }
     };
     let Some(error) = value.get("error").filter(|e| e.is_object()) else {
-        return GraphError::Decode {
-            http_status,
-            detail: "error body has no error object".into(),
-        };
+        return GraphError::Decode { http_status, detail: "error body has no error object".into() };
     };
     let int = |key: &str| error.get(key).and_then(value_as_i64);
     GraphError::Api {
         http_status,
         code: int("code"),
         subcode: int("error_subcode"),
-        fbtrace_id: error
-            .get("fbtrace_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        fbtrace_id: error.get("fbtrace_id").and_then(Value::as_str).map(str::to_owned),
         retry_after,
     }
 }

@@ -32,10 +32,7 @@ where
     T: DeserializeOwned + Default,
 {
     Ok(match Value::deserialize(d)? {
-        Value::Array(items) => items
-            .into_iter()
-            .map(|item| serde_json::from_value(item).unwrap_or_default())
-            .collect(),
+        Value::Array(items) => items.into_iter().map(|item| serde_json::from_value(item).unwrap_or_default()).collect(),
         _ => Vec::new(),
     })
 }
@@ -57,9 +54,7 @@ pub(crate) fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>
 /// A Unix timestamp given as a number or a numeric string, in seconds or milliseconds;
 /// normalised to seconds. Negative values are rejected.
 pub(crate) fn lenient_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    Ok(value_as_i64(&Value::deserialize(d)?)
-        .filter(|raw| *raw >= 0)
-        .map(timestamp_seconds))
+    Ok(value_as_i64(&Value::deserialize(d)?).filter(|raw| *raw >= 0).map(timestamp_seconds))
 }
 
 pub(crate) fn value_as_i64(value: &Value) -> Option<i64> {
@@ -67,12 +62,7 @@ pub(crate) fn value_as_i64(value: &Value) -> Option<i64> {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
         Value::String(s) => {
             let s = s.trim();
-            s.parse::<i64>().ok().or_else(|| {
-                s.parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite())
-                    .map(|f| f as i64)
-            })
+            s.parse::<i64>().ok().or_else(|| s.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f as i64))
         }
         _ => None,
     }

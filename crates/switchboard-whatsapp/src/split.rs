@@ -59,24 +59,14 @@ pub fn split_batch(
             batch.ignored_changes += 1;
             continue;
         };
-        let Some(phone_number_id) = value
-            .metadata
-            .as_ref()
-            .and_then(|m| m.phone_number_id.as_deref())
-        else {
+        let Some(phone_number_id) = value.metadata.as_ref().and_then(|m| m.phone_number_id.as_deref()) else {
             tracing::warn!("messages change without metadata.phone_number_id ignored");
             batch.ignored_changes += 1;
             continue;
         };
         let Some(tenant_id) = route(phone_number_id) else {
-            if !batch
-                .unknown_phone_number_ids
-                .iter()
-                .any(|id| id == phone_number_id)
-            {
-                batch
-                    .unknown_phone_number_ids
-                    .push(phone_number_id.to_owned());
+            if !batch.unknown_phone_number_ids.iter().any(|id| id == phone_number_id) {
+                batch.unknown_phone_number_ids.push(phone_number_id.to_owned());
             }
             continue;
         };
@@ -111,18 +101,10 @@ pub fn split_batch(
             if !seen_statuses.insert((wamid.as_str(), state.as_str())) {
                 continue;
             }
-            batch.statuses.push(status_event(
-                status,
-                &tenant_id,
-                phone_number_id,
-                pseudo,
-                received_at_ms,
-            ));
+            batch.statuses.push(status_event(status, &tenant_id, phone_number_id, pseudo, received_at_ms));
         }
 
-        batch
-            .value_error_codes
-            .extend(value.errors.iter().filter_map(|e| e.code));
+        batch.value_error_codes.extend(value.errors.iter().filter_map(|e| e.code));
     }
     batch
 }
@@ -144,12 +126,8 @@ fn sender(message: &Message, contacts: &[Contact]) -> Option<UserRef> {
         })
     };
     let user = UserRef {
-        wa_id: from
-            .map(str::to_owned)
-            .or_else(|| contact.and_then(|c| c.wa_id.clone())),
-        user_id: from_user_id
-            .map(str::to_owned)
-            .or_else(|| contact.and_then(|c| c.user_id.clone())),
+        wa_id: from.map(str::to_owned).or_else(|| contact.and_then(|c| c.wa_id.clone())),
+        user_id: from_user_id.map(str::to_owned).or_else(|| contact.and_then(|c| c.user_id.clone())),
     };
     user.identity().is_some().then_some(user)
 }
@@ -157,29 +135,20 @@ fn sender(message: &Message, contacts: &[Contact]) -> Option<UserRef> {
 /// What the worker needs to know about the message's content.
 fn content_of(message: &Message) -> InboundContent {
     let kind = message.kind.as_deref().unwrap_or("unknown");
-    let text = |body: &str| InboundContent::Text {
-        body: body.to_owned(),
-    };
-    let unsupported = || InboundContent::Unsupported {
-        message_type: kind.to_owned(),
-    };
-    let no_reply = || InboundContent::NoReply {
-        message_type: kind.to_owned(),
-    };
+    let text = |body: &str| InboundContent::Text { body: body.to_owned() };
+    let unsupported = || InboundContent::Unsupported { message_type: kind.to_owned() };
+    let no_reply = || InboundContent::NoReply { message_type: kind.to_owned() };
     match kind {
         "text" => match message.text.as_ref().and_then(|t| t.body.as_deref()) {
             Some(body) if !body.trim().is_empty() => text(body),
             _ => no_reply(),
         },
         "interactive" => {
-            let choice = message
-                .interactive
-                .as_ref()
-                .and_then(|i| match i.kind.as_deref() {
-                    Some("button_reply") => i.button_reply.as_ref(),
-                    Some("list_reply") => i.list_reply.as_ref(),
-                    _ => None,
-                });
+            let choice = message.interactive.as_ref().and_then(|i| match i.kind.as_deref() {
+                Some("button_reply") => i.button_reply.as_ref(),
+                Some("list_reply") => i.list_reply.as_ref(),
+                _ => None,
+            });
             match choice.and_then(|c| c.title.as_deref()) {
                 Some(title) if !title.trim().is_empty() => text(title),
                 _ => unsupported(),
@@ -187,13 +156,10 @@ fn content_of(message: &Message) -> InboundContent {
         }
         "button" => {
             let button = message.button.as_ref();
-            let label = [
-                button.and_then(|b| b.text.as_deref()),
-                button.and_then(|b| b.payload.as_deref()),
-            ]
-            .into_iter()
-            .flatten()
-            .find(|s| !s.trim().is_empty());
+            let label = [button.and_then(|b| b.text.as_deref()), button.and_then(|b| b.payload.as_deref())]
+                .into_iter()
+                .flatten()
+                .find(|s| !s.trim().is_empty());
             label.map_or_else(unsupported, text)
         }
         "reaction" | "system" | "edit" | "revoke" | "request_welcome" | "ephemeral" => no_reply(),
@@ -208,10 +174,7 @@ fn status_event(
     pseudo: &Pseudonymizer,
     received_at_ms: i64,
 ) -> StatusEvent {
-    let recipient = status
-        .recipient_id
-        .as_deref()
-        .or(status.recipient_user_id.as_deref());
+    let recipient = status.recipient_id.as_deref().or(status.recipient_user_id.as_deref());
     StatusEvent {
         tenant_id: tenant_id.to_owned(),
         phone_number_id: phone_number_id.to_owned(),
@@ -262,23 +225,11 @@ mod tests {
         ]"#;
         let batch = split(&with_messages(msgs, "[]"));
         let t = |s: &str| InboundContent::Text { body: s.into() };
-        let u = |s: &str| InboundContent::Unsupported {
-            message_type: s.into(),
-        };
-        let n = |s: &str| InboundContent::NoReply {
-            message_type: s.into(),
-        };
+        let u = |s: &str| InboundContent::Unsupported { message_type: s.into() };
+        let n = |s: &str| InboundContent::NoReply { message_type: s.into() };
         assert_eq!(
             contents(&batch),
-            vec![
-                n("text"),
-                u("interactive"),
-                t("P"),
-                u("voice"),
-                u("unknown"),
-                n("request_welcome"),
-                n("text")
-            ]
+            vec![n("text"), u("interactive"), t("P"), u("voice"), u("unknown"), n("request_welcome"), n("text")]
         );
     }
 
@@ -294,34 +245,24 @@ mod tests {
         assert_eq!(batch.inbound.len(), 1);
         assert_eq!(batch.skipped_messages, 2);
         let from = &batch.inbound[0].from;
-        assert_eq!(
-            (from.wa_id.as_deref(), from.user_id.as_deref()),
-            (Some("15551234567"), Some("US.1"))
-        );
+        assert_eq!((from.wa_id.as_deref(), from.user_id.as_deref()), (Some("15551234567"), Some("US.1")));
 
         // With a single contact, a message naming no sender belongs to it.
-        let batch = split(&with_messages(
-            r#"[{"id":"9","type":"system"}]"#,
-            r#"[{"user_id":"US.2"}]"#,
-        ));
+        let batch = split(&with_messages(r#"[{"id":"9","type":"system"}]"#, r#"[{"user_id":"US.2"}]"#));
         assert_eq!(batch.inbound[0].from.user_id.as_deref(), Some("US.2"));
     }
 
     #[test]
     fn missing_timestamp_falls_back_to_receive_time() {
-        let batch = split(&with_messages(
-            r#"[{"id":"1","from":"1","type":"text","text":{"body":"a"}}]"#,
-            "[]",
-        ));
+        let batch = split(&with_messages(r#"[{"id":"1","from":"1","type":"text","text":{"body":"a"}}]"#, "[]"));
         assert_eq!(batch.inbound[0].timestamp, 1_760_000_500);
         assert_eq!(batch.inbound[0].received_at_ms, 1_760_000_500_123);
     }
 
     #[test]
     fn messages_change_without_phone_number_id_is_ignored() {
-        let batch = split(
-            r#"{"entry":[{"changes":[{"field":"messages","value":{"messages":[{"id":"1","from":"1"}]}}]}]}"#,
-        );
+        let batch =
+            split(r#"{"entry":[{"changes":[{"field":"messages","value":{"messages":[{"id":"1","from":"1"}]}}]}]}"#);
         assert!(batch.is_empty());
         assert_eq!(batch.ignored_changes, 1);
     }

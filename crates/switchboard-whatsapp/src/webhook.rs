@@ -15,9 +15,7 @@
 
 use serde::Deserialize;
 
-use crate::lenient::{
-    lenient, lenient_i64, lenient_string, lenient_timestamp, lenient_vec, null_as_default,
-};
+use crate::lenient::{lenient, lenient_i64, lenient_string, lenient_timestamp, lenient_vec, null_as_default};
 
 /// Why a webhook body could not be read. The strings never contain body content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,12 +32,10 @@ pub enum WebhookParseError {
 pub fn parse_webhook(body: &[u8]) -> Result<WebhookPayload, WebhookParseError> {
     // serde would happily read a struct from a JSON array: insist on an object first.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(
-            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                Ok(_) => WebhookParseError::Shape("the top-level value is not an object".into()),
-                Err(e) => WebhookParseError::NotJson(json_error_summary(&e)),
-            },
-        );
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => WebhookParseError::Shape("the top-level value is not an object".into()),
+            Err(e) => WebhookParseError::NotJson(json_error_summary(&e)),
+        });
     }
     serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => WebhookParseError::Shape(json_error_summary(&e)),
@@ -268,15 +264,7 @@ macro_rules! redacted_debug {
     )*};
 }
 
-redacted_debug!(
-    Contact,
-    Profile,
-    TextObject,
-    Interactive,
-    ReplyChoice,
-    ButtonObject,
-    Reaction
-);
+redacted_debug!(Contact, Profile, TextObject, Interactive, ReplyChoice, ButtonObject, Reaction);
 
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -318,12 +306,7 @@ mod tests {
         ] {
             assert_eq!(message(raw).timestamp, Some(1_760_000_000), "{raw}");
         }
-        for raw in [
-            r#"{"timestamp":"soon"}"#,
-            r#"{"timestamp":null}"#,
-            r#"{"timestamp":-5}"#,
-            "{}",
-        ] {
+        for raw in [r#"{"timestamp":"soon"}"#, r#"{"timestamp":null}"#, r#"{"timestamp":-5}"#, "{}"] {
             assert_eq!(message(raw).timestamp, None, "{raw}");
         }
         assert_eq!(timestamp_seconds(999_999_999_999), 999_999_999_999);
@@ -339,10 +322,7 @@ mod tests {
         assert_eq!(m.from.as_deref(), Some("15551234567"));
         assert_eq!(m.kind.as_deref(), Some("hologram"));
         assert!(m.text.is_none());
-        assert_eq!(
-            m.interactive.and_then(|i| i.kind).as_deref(),
-            Some("nfm_reply")
-        );
+        assert_eq!(m.interactive.and_then(|i| i.kind).as_deref(), Some("nfm_reply"));
     }
 
     #[test]
@@ -359,25 +339,10 @@ mod tests {
 
     #[test]
     fn parse_errors_are_classified_and_content_free() {
-        assert!(matches!(
-            parse_webhook(b"hello secret"),
-            Err(WebhookParseError::NotJson(_))
-        ));
-        assert!(matches!(
-            parse_webhook(b""),
-            Err(WebhookParseError::NotJson(_))
-        ));
-        assert!(matches!(
-            parse_webhook(b"{\"entry\":["),
-            Err(WebhookParseError::NotJson(_))
-        ));
-        for body in [
-            &br#"{"entry":"secret words"}"#[..],
-            b"[]",
-            b"[1,2]",
-            b"\"secret words\"",
-            b"null",
-        ] {
+        assert!(matches!(parse_webhook(b"hello secret"), Err(WebhookParseError::NotJson(_))));
+        assert!(matches!(parse_webhook(b""), Err(WebhookParseError::NotJson(_))));
+        assert!(matches!(parse_webhook(b"{\"entry\":["), Err(WebhookParseError::NotJson(_))));
+        for body in [&br#"{"entry":"secret words"}"#[..], b"[]", b"[1,2]", b"\"secret words\"", b"null"] {
             let err = parse_webhook(body).unwrap_err();
             assert!(matches!(err, WebhookParseError::Shape(_)), "{err:?}");
             assert!(!err.to_string().contains("secret"), "{err}");
@@ -385,22 +350,14 @@ mod tests {
         let err = parse_webhook(br#"{"entry":[{"changes":"secret words"}]}"#).unwrap_err();
         assert!(matches!(err, WebhookParseError::Shape(_)) && !err.to_string().contains("secret"));
         assert!(parse_webhook(b"{}").unwrap().entry.is_empty());
-        assert!(parse_webhook(br#"{"entry":null}"#)
-            .unwrap()
-            .entry
-            .is_empty());
+        assert!(parse_webhook(br#"{"entry":null}"#).unwrap().entry.is_empty());
     }
 
     #[test]
     fn debug_output_hides_content_and_identities() {
-        let m = message(
-            r#"{"id":"wamid.A","from":"15551234567","type":"text","text":{"body":"secret"}}"#,
-        );
+        let m = message(r#"{"id":"wamid.A","from":"15551234567","type":"text","text":{"body":"secret"}}"#);
         let dbg = format!("{m:?} {:?}", m.text);
         assert!(dbg.contains("wamid.A"));
-        assert!(
-            !dbg.contains("15551234567") && !dbg.contains("secret"),
-            "{dbg}"
-        );
+        assert!(!dbg.contains("15551234567") && !dbg.contains("secret"), "{dbg}");
     }
 }

@@ -28,12 +28,7 @@ impl Worker {
         history: &[ChatEntry],
     ) -> Result<Completion, LlmError> {
         let s = &self.inner.settings;
-        let request = ChatRequest {
-            model,
-            system_prompt,
-            history,
-            max_tokens: s.llm_max_tokens,
-        };
+        let request = ChatRequest { model, system_prompt, history, max_tokens: s.llm_max_tokens };
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(s.llm_backoff_base_ms))
             .with_max_delay(MAX_RETRY_DELAY)
@@ -48,10 +43,7 @@ impl Worker {
         .retry(backoff)
         .when(|e: &LlmError| e.is_retryable() && !shutdown.is_cancelled())
         .adjust(|e, planned| match e {
-            LlmError::Status {
-                retry_after: Some(after),
-                ..
-            } => Some((*after).min(MAX_RETRY_DELAY)),
+            LlmError::Status { retry_after: Some(after), .. } => Some((*after).min(MAX_RETRY_DELAY)),
             _ => planned,
         })
         .notify(|error, delay| tracing::warn!(%error, ?delay, "LLM call failed; retrying"))

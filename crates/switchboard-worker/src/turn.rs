@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use switchboard_bus::{topology::routing, BusError, Delivery};
 use switchboard_domain::{
-    now_ms, reply_id, ChatEntry, ChatRole, DeadLetter, DeadLetterReason, InboundContent,
-    InboundEvent, OutboundJob, ReplyKind,
+    now_ms, reply_id, ChatEntry, ChatRole, DeadLetter, DeadLetterReason, InboundContent, InboundEvent, OutboundJob,
+    ReplyKind,
 };
 use switchboard_store::{
     lease::{Acquired, Lease},
@@ -39,13 +39,7 @@ impl Worker {
             Err(error) => {
                 tracing::error!(%error, "undecodable inbound event; dead-lettering");
                 let parked = self
-                    .dead_letter(
-                        &delivery,
-                        None,
-                        DeadLetterReason::Undecodable,
-                        "undecodable json".into(),
-                        1,
-                    )
+                    .dead_letter(&delivery, None, DeadLetterReason::Undecodable, "undecodable json".into(), 1)
                     .await;
                 // If even the DLQ is unreachable, reject: the queue dead-letters it natively.
                 let _ = match parked {
@@ -90,14 +84,8 @@ impl Worker {
     async fn turn(&self, event: &InboundEvent, delivery: &Delivery) -> Result<&'static str, Retry> {
         let s = &self.inner.settings;
         let Some(tenant) = self.inner.tenants.get(&event.tenant_id).cloned() else {
-            self.dead_letter(
-                delivery,
-                Some(event),
-                DeadLetterReason::UnknownTenant,
-                "unknown tenant".into(),
-                1,
-            )
-            .await?;
+            self.dead_letter(delivery, Some(event), DeadLetterReason::UnknownTenant, "unknown tenant".into(), 1)
+                .await?;
             return Ok("unknown_tenant");
         };
         if let InboundContent::NoReply { .. } = event.content {
@@ -105,18 +93,15 @@ impl Worker {
         }
 
         let key = ClaimKey::inbound(&event.tenant_id, &event.wamid);
-        let lease =
-            match Lease::acquire(&self.inner.store, key, s.claim_lease(), claim_wait(s)).await? {
-                Acquired::Lease(lease) => lease,
-                Acquired::Done(_) => return Ok("duplicate"),
-                Acquired::Busy => return Err(Retry::Busy),
-            };
+        let lease = match Lease::acquire(&self.inner.store, key, s.claim_lease(), claim_wait(s)).await? {
+            Acquired::Lease(lease) => lease,
+            Acquired::Done(_) => return Ok("duplicate"),
+            Acquired::Busy => return Err(Retry::Busy),
+        };
         match self.answer(event, delivery, &tenant, &lease).await {
             Ok(outcome) => {
                 let ttl = Duration::from_secs(s.idempotency_ttl_secs);
-                lease
-                    .complete(&reply_id(&event.tenant_id, &event.wamid), ttl)
-                    .await?;
+                lease.complete(&reply_id(&event.tenant_id, &event.wamid), ttl).await?;
                 Ok(outcome)
             }
             Err(e) => {
@@ -142,9 +127,7 @@ impl Worker {
 
         let (kind, body) = match &event.content {
             InboundContent::NoReply { .. } => return Ok("no_reply"),
-            InboundContent::Unsupported { .. } => {
-                (ReplyKind::Unsupported, s.unsupported_reply.clone())
-            }
+            InboundContent::Unsupported { .. } => (ReplyKind::Unsupported, s.unsupported_reply.clone()),
             InboundContent::Text { body } => {
                 let user = ChatEntry {
                     id: event.wamid.clone(),
@@ -152,17 +135,12 @@ impl Worker {
                     content: body.clone(),
                     at: event.timestamp,
                 };
-                let window = store
-                    .append_context(&event.tenant_id, &event.conversation, &user, ctx_ttl)
-                    .await?;
+                let window = store.append_context(&event.tenant_id, &event.conversation, &user, ctx_ttl).await?;
                 if let Some(done) = window.iter().find(|e| e.id == rid) {
                     // A replay after a crash: the reply was generated already.
                     (ReplyKind::Assistant, done.content.clone())
                 } else {
-                    match self
-                        .generate(&tenant.llm_model, &tenant.system_prompt, &window)
-                        .await
-                    {
+                    match self.generate(&tenant.llm_model, &tenant.system_prompt, &window).await {
                         Ok(completion) => {
                             let reply = ChatEntry {
                                 id: rid.clone(),
@@ -173,14 +151,7 @@ impl Worker {
                             if lease.is_lost() {
                                 return Err(Retry::LeaseLost);
                             }
-                            store
-                                .append_context(
-                                    &event.tenant_id,
-                                    &event.conversation,
-                                    &reply,
-                                    ctx_ttl,
-                                )
-                                .await?;
+                            store.append_context(&event.tenant_id, &event.conversation, &reply, ctx_ttl).await?;
                             (ReplyKind::Assistant, reply.content)
                         }
                         Err(error) => {
@@ -248,7 +219,6 @@ impl Worker {
             source_queue: delivery.queue.clone(),
         };
         let bus = &self.inner.bus;
-        bus.publish(bus.dead_letter(delivery.body.clone(), delivery.headers.clone(), &info))
-            .await
+        bus.publish(bus.dead_letter(delivery.body.clone(), delivery.headers.clone(), &info)).await
     }
 }

@@ -54,18 +54,14 @@ impl Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load().and_then(|s| s.validate(cli.command.roles()).map(|()| s))
-    {
+    let settings = match Settings::load().and_then(|s| s.validate(cli.command.roles()).map(|()| s)) {
         Ok(s) => s,
         Err(error) => {
             eprintln!("switchboard: {error}");
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("switchboard: cannot start the async runtime: {error}");
@@ -112,16 +108,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         let listener = std::net::TcpListener::bind(settings.http_addr)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.http_addr))?;
-        switchboard_ingress::run(
-            &settings,
-            listener,
-            bus.clone(),
-            store.clone(),
-            tenants.clone(),
-            shutdown.clone(),
-        )
-        .await
-        .map_err(anyhow::Error::from)
+        switchboard_ingress::run(&settings, listener, bus.clone(), store.clone(), tenants.clone(), shutdown.clone())
+            .await
+            .map_err(anyhow::Error::from)
     };
     let worker = async {
         if matches!(command, Command::Worker | Command::All) {
@@ -130,24 +119,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 Some(settings.llm_api_key.expose()).filter(|k| !k.is_empty()),
                 settings.llm_timeout(),
             )?;
-            switchboard_worker::run(
-                &settings,
-                bus.clone(),
-                store.clone(),
-                llm,
-                tenants.clone(),
-                shutdown.clone(),
-            )
-            .await;
+            switchboard_worker::run(&settings, bus.clone(), store.clone(), llm, tenants.clone(), shutdown.clone())
+                .await;
         }
         Ok::<_, anyhow::Error>(())
     };
     let dispatcher = async {
         if matches!(command, Command::Dispatcher | Command::All) {
-            let graph = GraphClient::new(
-                &settings.graph_api_base,
-                Duration::from_millis(settings.graph_timeout_ms),
-            )?;
+            let graph = GraphClient::new(&settings.graph_api_base, Duration::from_millis(settings.graph_timeout_ms))?;
             switchboard_dispatcher::run(
                 &settings,
                 bus.clone(),
@@ -189,13 +168,7 @@ where
 async fn connect_store(settings: &Settings, shutdown: &CancellationToken) -> Option<Store> {
     let mut delay = Duration::from_millis(200);
     loop {
-        match Store::connect(
-            settings.redis_url.expose(),
-            &settings.namespace,
-            settings.redis_pool_size,
-        )
-        .await
-        {
+        match Store::connect(settings.redis_url.expose(), &settings.namespace, settings.redis_pool_size).await {
             Ok(store) => return Some(store),
             Err(error) => tracing::warn!(%error, retry_in = ?delay, "Redis unreachable; waiting"),
         }

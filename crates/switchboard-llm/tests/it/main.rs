@@ -13,34 +13,14 @@ const SYSTEM: &str = "You are a helpful assistant.";
 
 fn history() -> Vec<ChatEntry> {
     vec![
-        ChatEntry {
-            id: "wamid.1".into(),
-            role: ChatRole::User,
-            content: "Hello".into(),
-            at: 1,
-        },
-        ChatEntry {
-            id: "rp_1".into(),
-            role: ChatRole::Assistant,
-            content: "Hi! How can I help?".into(),
-            at: 2,
-        },
-        ChatEntry {
-            id: "wamid.2".into(),
-            role: ChatRole::User,
-            content: "Opening hours?".into(),
-            at: 3,
-        },
+        ChatEntry { id: "wamid.1".into(), role: ChatRole::User, content: "Hello".into(), at: 1 },
+        ChatEntry { id: "rp_1".into(), role: ChatRole::Assistant, content: "Hi! How can I help?".into(), at: 2 },
+        ChatEntry { id: "wamid.2".into(), role: ChatRole::User, content: "Opening hours?".into(), at: 3 },
     ]
 }
 
 fn request<'a>(history: &'a [ChatEntry], max_tokens: Option<u32>) -> ChatRequest<'a> {
-    ChatRequest {
-        model: "gpt-test",
-        system_prompt: SYSTEM,
-        history,
-        max_tokens,
-    }
+    ChatRequest { model: "gpt-test", system_prompt: SYSTEM, history, max_tokens }
 }
 
 fn ok_body(content: &str) -> Value {
@@ -63,11 +43,7 @@ fn ok_body(content: &str) -> Value {
 /// A server answering every completion with `template`, and a client pointing at it.
 async fn server_with(template: ResponseTemplate, key: Option<&str>) -> (MockServer, LlmClient) {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(template)
-        .mount(&server)
-        .await;
+    Mock::given(method("POST")).and(path("/v1/chat/completions")).respond_with(template).mount(&server).await;
     let client = LlmClient::new(&format!("{}/v1", server.uri()), key, TIMEOUT).unwrap();
     (server, client)
 }
@@ -101,43 +77,28 @@ async fn sends_the_exact_request_and_parses_the_answer() {
         .mount(&server)
         .await;
     // Trailing slash tolerated.
-    let client = LlmClient::new(
-        &format!("{}/v1/", server.uri()),
-        Some("sk-test-123"),
-        TIMEOUT,
-    )
-    .unwrap();
+    let client = LlmClient::new(&format!("{}/v1/", server.uri()), Some("sk-test-123"), TIMEOUT).unwrap();
     let h = history();
     let c = client.complete(&request(&h, Some(300))).await.unwrap();
     assert_eq!(c.content, "We open at 9.");
     assert_eq!(c.model, "gpt-test-2025");
     assert_eq!((c.prompt_tokens, c.completion_tokens), (Some(42), Some(7)));
     let dbg = format!("{c:?} {client:?}");
-    assert!(
-        !dbg.contains("We open") && !dbg.contains("sk-test-123"),
-        "{dbg}"
-    );
+    assert!(!dbg.contains("We open") && !dbg.contains("sk-test-123"), "{dbg}");
 }
 
 #[tokio::test]
 async fn no_key_means_no_authorization_header() {
     for key in [None, Some(""), Some("   ")] {
-        let (server, client) =
-            server_with(ResponseTemplate::new(200).set_body_json(ok_body("ok")), key).await;
+        let (server, client) = server_with(ResponseTemplate::new(200).set_body_json(ok_body("ok")), key).await;
         let h = history();
         let c = client.complete(&request(&h, None)).await.unwrap();
         assert_eq!(c.content, "ok");
         let received = server.received_requests().await.unwrap();
         assert_eq!(received.len(), 1);
-        assert!(
-            received[0].headers.get("authorization").is_none(),
-            "{key:?}"
-        );
+        assert!(received[0].headers.get("authorization").is_none(), "{key:?}");
         let body: Value = serde_json::from_slice(&received[0].body).unwrap();
-        assert!(
-            body.get("max_tokens").is_none(),
-            "max_tokens omitted when None"
-        );
+        assert!(body.get("max_tokens").is_none(), "max_tokens omitted when None");
         assert_eq!(body["stream"], json!(false));
     }
 }
@@ -154,30 +115,16 @@ async fn missing_usage_and_model_are_tolerated() {
 #[tokio::test]
 async fn server_errors_are_retryable() {
     let err = complete_err(ResponseTemplate::new(500).set_body_string("boom")).await;
-    assert!(
-        matches!(
-            err,
-            LlmError::Status {
-                status: 500,
-                retry_after: None
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, LlmError::Status { status: 500, retry_after: None }), "{err:?}");
     assert!(err.is_retryable());
 }
 
 #[tokio::test]
 async fn client_errors_are_not_retryable() {
-    let err = complete_err(
-        ResponseTemplate::new(400)
-            .set_body_json(json!({"error": {"message": "echo: Opening hours?"}})),
-    )
-    .await;
-    assert!(
-        matches!(err, LlmError::Status { status: 400, .. }),
-        "{err:?}"
-    );
+    let err =
+        complete_err(ResponseTemplate::new(400).set_body_json(json!({"error": {"message": "echo: Opening hours?"}})))
+            .await;
+    assert!(matches!(err, LlmError::Status { status: 400, .. }), "{err:?}");
     assert!(!err.is_retryable());
     assert!(!format!("{err} {err:?}").contains("Opening"));
 }
@@ -185,10 +132,7 @@ async fn client_errors_are_not_retryable() {
 #[tokio::test]
 async fn retry_after_is_honoured() {
     let err = complete_err(ResponseTemplate::new(429).insert_header("retry-after", "3")).await;
-    assert!(
-        matches!(err, LlmError::Status { status: 429, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, LlmError::Status { status: 429, .. }), "{err:?}");
     assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
     assert!(err.is_retryable());
 
@@ -202,11 +146,7 @@ async fn retry_after_is_honoured() {
 async fn slow_answers_time_out() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(ok_body("late"))
-                .set_delay(Duration::from_secs(3)),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("late")).set_delay(Duration::from_secs(3)))
         .mount(&server)
         .await;
     let client = LlmClient::new(&server.uri(), None, Duration::from_millis(200)).unwrap();
@@ -219,18 +159,14 @@ async fn slow_answers_time_out() {
 
 #[tokio::test]
 async fn garbage_is_a_decode_error_without_the_text() {
-    let err = complete_err(
-        ResponseTemplate::new(200).set_body_raw("<html>secret words</html>", "application/json"),
-    )
-    .await;
+    let err =
+        complete_err(ResponseTemplate::new(200).set_body_raw("<html>secret words</html>", "application/json")).await;
     assert!(matches!(err, LlmError::Decode(_)), "{err:?}");
     assert!(!err.is_retryable());
     assert!(!format!("{err} {err:?}").contains("secret"));
 
     // Valid JSON of the wrong shape: serde would quote the value; we do not.
-    let err =
-        complete_err(ResponseTemplate::new(200).set_body_json(json!({"choices": "secret words"})))
-            .await;
+    let err = complete_err(ResponseTemplate::new(200).set_body_json(json!({"choices": "secret words"}))).await;
     assert!(matches!(err, LlmError::Decode(_)), "{err:?}");
     assert!(!format!("{err} {err:?}").contains("secret"));
 }
@@ -257,12 +193,7 @@ async fn unreachable_server_is_a_retryable_network_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let client = LlmClient::new(
-        &format!("http://127.0.0.1:{port}/v1"),
-        Some("sk-x"),
-        TIMEOUT,
-    )
-    .unwrap();
+    let client = LlmClient::new(&format!("http://127.0.0.1:{port}/v1"), Some("sk-x"), TIMEOUT).unwrap();
     let err = client.complete(&request(&[], None)).await.unwrap_err();
     assert!(matches!(err, LlmError::Network(_)), "{err:?}");
     assert!(err.is_retryable());

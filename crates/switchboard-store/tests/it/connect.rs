@@ -23,17 +23,13 @@ async fn rejects_bad_namespaces() {
 
 #[tokio::test]
 async fn bad_url_fails_without_quoting_it() {
-    let err = Store::connect("nosuchscheme://user:hunter2@host/0", "sbtest-x", 1)
-        .await
-        .unwrap_err();
+    let err = Store::connect("nosuchscheme://user:hunter2@host/0", "sbtest-x", 1).await.unwrap_err();
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
 
 #[tokio::test]
 async fn unreachable_server_fails_fast() {
     let started = Instant::now();
-    let err = Store::connect("redis://127.0.0.1:1/0", "sbtest-x", 1)
-        .await
-        .unwrap_err();
+    let err = Store::connect("redis://127.0.0.1:1/0", "sbtest-x", 1).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5), "{err:?}");
 }

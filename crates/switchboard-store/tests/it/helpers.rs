@@ -17,9 +17,7 @@ pub struct TestStore {
 impl TestStore {
     pub async fn new() -> Self {
         let ns = format!("sbtest-{}", uuid::Uuid::new_v4().simple());
-        let store = Store::connect(&redis_url(), &ns, 8)
-            .await
-            .expect("redis must be running for the store tests");
+        let store = Store::connect(&redis_url(), &ns, 8).await.expect("redis must be running for the store tests");
         Self { store, ns }
     }
 
@@ -52,23 +50,15 @@ impl Drop for TestStore {
 }
 
 fn sync_conn() -> redis::Connection {
-    redis::Client::open(redis_url())
-        .and_then(|c| c.get_connection())
-        .expect("redis connection")
+    redis::Client::open(redis_url()).and_then(|c| c.get_connection()).expect("redis connection")
 }
 
 fn scan(con: &mut redis::Connection, pattern: &str) -> Vec<String> {
     let mut cursor: u64 = 0;
     let mut out = Vec::new();
     loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query(con)
-            .expect("SCAN");
+        let (next, batch): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query(con).expect("SCAN");
         out.extend(batch);
         if next == 0 {
             break;
@@ -91,10 +81,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached within {limit:?}"
-        );
+        assert!(Instant::now() < deadline, "condition not reached within {limit:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

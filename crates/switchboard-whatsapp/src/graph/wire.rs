@@ -40,11 +40,7 @@ impl<'a> SendTextBody<'a> {
         let (to, recipient) = match (&msg.to.wa_id, &msg.to.user_id) {
             (Some(wa_id), _) => (Some(wa_id.as_str()), None),
             (None, Some(user_id)) => (None, Some(user_id.as_str())),
-            (None, None) => {
-                return Err(GraphError::Config(
-                    "recipient has neither wa_id nor user_id".into(),
-                ))
-            }
+            (None, None) => return Err(GraphError::Config("recipient has neither wa_id nor user_id".into())),
         };
         Ok(Self {
             messaging_product: "whatsapp",
@@ -53,10 +49,7 @@ impl<'a> SendTextBody<'a> {
             recipient,
             context: msg.reply_to.map(|message_id| ReplyContext { message_id }),
             kind: "text",
-            text: TextBody {
-                preview_url: false,
-                body: msg.body,
-            },
+            text: TextBody { preview_url: false, body: msg.body },
             biz_opaque_callback_data: msg.biz_opaque_callback_data,
         })
     }

@@ -41,23 +41,13 @@ fn every_error_fixture_is_classified() {
     let stems = fixture_stems("graph/errors", "json");
     let listed: Vec<&str> = EXPECTED.iter().map(|(stem, ..)| *stem).collect();
     for stem in &stems {
-        assert!(
-            listed.contains(&stem.as_str()),
-            "fixture {stem} missing from EXPECTED"
-        );
+        assert!(listed.contains(&stem.as_str()), "fixture {stem} missing from EXPECTED");
     }
     for (stem, code, class) in EXPECTED {
-        assert!(
-            stems.iter().any(|s| s == stem),
-            "EXPECTED lists missing fixture {stem}"
-        );
+        assert!(stems.iter().any(|s| s == stem), "EXPECTED lists missing fixture {stem}");
         let fixture = fixture_json(&format!("graph/errors/{stem}.json"));
         let status = u16::try_from(fixture["_http_status"].as_u64().unwrap()).unwrap();
-        assert_eq!(
-            fixture["body"]["error"]["code"].as_i64(),
-            Some(*code),
-            "{stem}"
-        );
+        assert_eq!(fixture["body"]["error"]["code"].as_i64(), Some(*code), "{stem}");
         let got = classify(Some(status), Some(*code));
         assert_eq!(got, *class, "{stem}");
         // The webhook path (no HTTP status) agrees for every known code.

@@ -18,19 +18,11 @@ fn client(server: &MockServer) -> GraphClient {
 }
 
 fn phone() -> UserRef {
-    UserRef {
-        wa_id: Some("15551234567".into()),
-        user_id: Some("US.13491208655302741918".into()),
-    }
+    UserRef { wa_id: Some("15551234567".into()), user_id: Some("US.13491208655302741918".into()) }
 }
 
 fn text<'a>(to: &'a UserRef, body: &'a str) -> TextMessage<'a> {
-    TextMessage {
-        to,
-        body,
-        reply_to: None,
-        biz_opaque_callback_data: None,
-    }
+    TextMessage { to, body, reply_to: None, biz_opaque_callback_data: None }
 }
 
 /// Mounts a POST /messages mock that requires the bearer token and exactly `body`.
@@ -47,48 +39,28 @@ async fn expect_post(server: &MockServer, body: Value, response: ResponseTemplat
 }
 
 fn ok(fixture: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200)
-        .set_body_json(fixture_json(&format!("graph/responses/{fixture}.json")))
+    ResponseTemplate::new(200).set_body_json(fixture_json(&format!("graph/responses/{fixture}.json")))
 }
 
 fn sent_wamid(fixture: &str) -> String {
-    fixture_json(&format!("graph/responses/{fixture}.json"))["messages"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    fixture_json(&format!("graph/responses/{fixture}.json"))["messages"][0]["id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
 async fn send_text_posts_the_fixture_body_and_returns_the_wamid() {
     let server = MockServer::start().await;
-    expect_post(
-        &server,
-        fixture_json("graph/requests/send_text.json"),
-        ok("send_ok"),
-    )
-    .await;
+    expect_post(&server, fixture_json("graph/requests/send_text.json"), ok("send_ok")).await;
     let to = phone();
-    let sent = client(&server)
-        .send_text(TOKEN, PNID, &text(&to, "We open at 9:00."))
-        .await
-        .unwrap();
+    let sent = client(&server).send_text(TOKEN, PNID, &text(&to, "We open at 9:00.")).await.unwrap();
     assert_eq!(sent.wamid, sent_wamid("send_ok"));
 }
 
 #[tokio::test]
 async fn send_text_reply_quotes_the_inbound_message() {
     let server = MockServer::start().await;
-    expect_post(
-        &server,
-        fixture_json("graph/requests/send_text_reply.json"),
-        ok("send_ok"),
-    )
-    .await;
+    expect_post(&server, fixture_json("graph/requests/send_text_reply.json"), ok("send_ok")).await;
     let to = phone();
-    let msg = TextMessage {
-        reply_to: Some(INBOUND),
-        ..text(&to, "We open at 9:00.")
-    };
+    let msg = TextMessage { reply_to: Some(INBOUND), ..text(&to, "We open at 9:00.") };
     client(&server).send_text(TOKEN, PNID, &msg).await.unwrap();
 }
 
@@ -97,20 +69,11 @@ async fn send_text_to_a_username_user_uses_the_bsuid() {
     let server = MockServer::start().await;
     // The fixture omits `preview_url`; we always send it explicitly as `false` (its default).
     let mut expected = fixture_json("graph/requests/send_text_to_bsuid.json");
-    assert!(
-        expected["text"].get("preview_url").is_none(),
-        "fixture changed: drop this patch"
-    );
+    assert!(expected["text"].get("preview_url").is_none(), "fixture changed: drop this patch");
     expected["text"]["preview_url"] = json!(false);
     expect_post(&server, expected, ok("send_ok_bsuid")).await;
-    let to = UserRef {
-        wa_id: None,
-        user_id: Some("US.13491208655302741918".into()),
-    };
-    let sent = client(&server)
-        .send_text(TOKEN, PNID, &text(&to, "Hello"))
-        .await
-        .unwrap();
+    let to = UserRef { wa_id: None, user_id: Some("US.13491208655302741918".into()) };
+    let sent = client(&server).send_text(TOKEN, PNID, &text(&to, "Hello")).await.unwrap();
     assert_eq!(sent.wamid, sent_wamid("send_ok_bsuid"));
 }
 
@@ -121,10 +84,7 @@ async fn send_text_carries_biz_opaque_callback_data() {
     expected["biz_opaque_callback_data"] = json!("rp_0123");
     expect_post(&server, expected, ok("send_ok_template_accepted")).await;
     let to = phone();
-    let msg = TextMessage {
-        biz_opaque_callback_data: Some("rp_0123"),
-        ..text(&to, "We open at 9:00.")
-    };
+    let msg = TextMessage { biz_opaque_callback_data: Some("rp_0123"), ..text(&to, "We open at 9:00.") };
     let sent = client(&server).send_text(TOKEN, PNID, &msg).await.unwrap();
     assert_eq!(sent.wamid, sent_wamid("send_ok_template_accepted"));
 }
@@ -135,10 +95,7 @@ async fn mark_read_with_and_without_typing_indicator() {
         let server = MockServer::start().await;
         let body = fixture_json(&format!("graph/requests/{fixture}.json"));
         expect_post(&server, body, ok("success_true")).await;
-        client(&server)
-            .mark_read(TOKEN, PNID, INBOUND, typing)
-            .await
-            .unwrap();
+        client(&server).mark_read(TOKEN, PNID, INBOUND, typing).await.unwrap();
     }
 }
 
@@ -156,43 +113,23 @@ async fn every_error_fixture_becomes_a_classified_api_error() {
         )
         .await;
         let to = phone();
-        let err = client(&server)
-            .send_text(TOKEN, PNID, &text(&to, "We open at 9:00."))
-            .await
-            .unwrap_err();
-        let GraphError::Api {
-            http_status,
-            code,
-            subcode,
-            ref fbtrace_id,
-            retry_after,
-        } = err
-        else {
+        let err = client(&server).send_text(TOKEN, PNID, &text(&to, "We open at 9:00.")).await.unwrap_err();
+        let GraphError::Api { http_status, code, subcode, ref fbtrace_id, retry_after } = err else {
             panic!("{stem}: {err:?}");
         };
         assert_eq!(http_status, status, "{stem}");
         assert_eq!(code, error["code"].as_i64(), "{stem}");
         assert_eq!(subcode, error["error_subcode"].as_i64(), "{stem}");
-        assert_eq!(
-            fbtrace_id.as_deref(),
-            error["fbtrace_id"].as_str(),
-            "{stem}"
-        );
+        assert_eq!(fbtrace_id.as_deref(), error["fbtrace_id"].as_str(), "{stem}");
         assert_eq!(retry_after, None, "{stem}");
         assert_eq!(err.class(), classify(Some(status), code), "{stem}");
-        assert_eq!(
-            (err.code(), err.http_status()),
-            (code, Some(status)),
-            "{stem}"
-        );
+        assert_eq!((err.code(), err.http_status()), (code, Some(status)), "{stem}");
 
         let shown = format!("{err} {err:?}");
         for secret in [TOKEN, "15551234567", "We open at 9:00.", "US.1349"] {
             assert!(!shown.contains(secret), "{stem}: {shown}");
         }
-        assert!(
-            shown.contains(&status.to_string()) && shown.contains(fbtrace_id.as_deref().unwrap())
-        );
+        assert!(shown.contains(&status.to_string()) && shown.contains(fbtrace_id.as_deref().unwrap()));
     }
 }
 
@@ -212,15 +149,9 @@ async fn specific_error_classes() {
             .respond_with(ResponseTemplate::new(status).set_body_json(&fixture["body"]))
             .mount(&server)
             .await;
-        let err = client(&server)
-            .mark_read(TOKEN, PNID, INBOUND, false)
-            .await
-            .unwrap_err();
+        let err = client(&server).mark_read(TOKEN, PNID, INBOUND, false).await.unwrap_err();
         assert_eq!(err.class(), class, "{stem}");
-        assert_eq!(
-            err.class().is_retryable(),
-            matches!(class, ErrorClass::PairRate | ErrorClass::Transient)
-        );
+        assert_eq!(err.class().is_retryable(), matches!(class, ErrorClass::PairRate | ErrorClass::Transient));
     }
 }
 
@@ -229,25 +160,13 @@ async fn retry_after_header_is_honoured() {
     let server = MockServer::start().await;
     let body = fixture_json("graph/errors/131056_pair_rate_http429.json")["body"].clone();
     Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .set_body_json(body)
-                .insert_header("Retry-After", "7"),
-        )
+        .respond_with(ResponseTemplate::new(429).set_body_json(body).insert_header("Retry-After", "7"))
         .mount(&server)
         .await;
     let to = phone();
-    let err = client(&server)
-        .send_text(TOKEN, PNID, &text(&to, "hi"))
-        .await
-        .unwrap_err();
+    let err = client(&server).send_text(TOKEN, PNID, &text(&to, "hi")).await.unwrap_err();
     match err {
-        GraphError::Api {
-            http_status: 429,
-            code: Some(131056),
-            retry_after,
-            ..
-        } => {
+        GraphError::Api { http_status: 429, code: Some(131056), retry_after, .. } => {
             assert_eq!(retry_after, Some(Duration::from_secs(7)));
         }
         other => panic!("{other:?}"),
@@ -257,42 +176,20 @@ async fn retry_after_header_is_honoured() {
 #[tokio::test]
 async fn slow_server_is_a_network_timeout() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ok("send_ok").set_delay(Duration::from_secs(3)))
-        .mount(&server)
-        .await;
-    let graph = GraphClient::new(
-        &format!("{}/v25.0", server.uri()),
-        Duration::from_millis(200),
-    )
-    .unwrap();
+    Mock::given(method("POST")).respond_with(ok("send_ok").set_delay(Duration::from_secs(3))).mount(&server).await;
+    let graph = GraphClient::new(&format!("{}/v25.0", server.uri()), Duration::from_millis(200)).unwrap();
     let to = phone();
-    let err = graph
-        .send_text(TOKEN, PNID, &text(&to, "We open at 9:00."))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, GraphError::Network { timeout: true, .. }),
-        "{err:?}"
-    );
-    assert_eq!(
-        (err.class(), err.http_status(), err.code()),
-        (ErrorClass::Transient, None, None)
-    );
+    let err = graph.send_text(TOKEN, PNID, &text(&to, "We open at 9:00.")).await.unwrap_err();
+    assert!(matches!(err, GraphError::Network { timeout: true, .. }), "{err:?}");
+    assert_eq!((err.class(), err.http_status(), err.code()), (ErrorClass::Transient, None, None));
     assert!(!err.to_string().contains(TOKEN));
 }
 
 #[tokio::test]
 async fn refused_connection_is_a_network_error_without_timeout() {
     let graph = GraphClient::new("http://127.0.0.1:1/v25.0", Duration::from_secs(2)).unwrap();
-    let err = graph
-        .mark_read(TOKEN, PNID, INBOUND, true)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, GraphError::Network { timeout: false, .. }),
-        "{err:?}"
-    );
+    let err = graph.mark_read(TOKEN, PNID, INBOUND, true).await.unwrap_err();
+    assert!(matches!(err, GraphError::Network { timeout: false, .. }), "{err:?}");
     assert!(err.class().is_retryable());
 }
 
@@ -311,81 +208,31 @@ async fn unreadable_responses_are_decode_errors() {
         .await;
     let to = phone();
     let graph = client(&server);
-    let err = graph
-        .send_text(TOKEN, PNID, &text(&to, "x"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            GraphError::Decode {
-                http_status: 200,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let err = graph
-        .send_text(TOKEN, PNID, &text(&to, "x"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            GraphError::Decode {
-                http_status: 502,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err = graph.send_text(TOKEN, PNID, &text(&to, "x")).await.unwrap_err();
+    assert!(matches!(err, GraphError::Decode { http_status: 200, .. }), "{err:?}");
+    let err = graph.send_text(TOKEN, PNID, &text(&to, "x")).await.unwrap_err();
+    assert!(matches!(err, GraphError::Decode { http_status: 502, .. }), "{err:?}");
     assert_eq!(err.class(), ErrorClass::Transient);
 }
 
 #[tokio::test]
 async fn configuration_errors_send_nothing() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ok("send_ok"))
-        .expect(0)
-        .mount(&server)
-        .await;
+    Mock::given(method("POST")).respond_with(ok("send_ok")).expect(0).mount(&server).await;
     let graph = client(&server);
     let nobody = UserRef::default();
-    let err = graph
-        .send_text(TOKEN, PNID, &text(&nobody, "x"))
-        .await
-        .unwrap_err();
+    let err = graph.send_text(TOKEN, PNID, &text(&nobody, "x")).await.unwrap_err();
     assert!(matches!(err, GraphError::Config(_)), "{err:?}");
     let to = phone();
     for pnid in ["", "../me", "200/messages"] {
-        let err = graph
-            .send_text(TOKEN, pnid, &text(&to, "x"))
-            .await
-            .unwrap_err();
+        let err = graph.send_text(TOKEN, pnid, &text(&to, "x")).await.unwrap_err();
         assert!(matches!(err, GraphError::Config(_)), "{pnid}: {err:?}");
     }
-    let err = graph
-        .mark_read("bad\ntoken", PNID, INBOUND, false)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, GraphError::Config(_)) && !err.to_string().contains("bad"),
-        "{err:?}"
-    );
+    let err = graph.mark_read("bad\ntoken", PNID, INBOUND, false).await.unwrap_err();
+    assert!(matches!(err, GraphError::Config(_)) && !err.to_string().contains("bad"), "{err:?}");
     assert_eq!(err.class(), ErrorClass::Permanent);
 
-    for base in [
-        "not a url",
-        "ftp://graph.example/v25.0",
-        "mailto:x@example.com",
-    ] {
-        assert!(
-            matches!(
-                GraphClient::new(base, Duration::from_secs(1)),
-                Err(GraphError::Config(_))
-            ),
-            "{base}"
-        );
+    for base in ["not a url", "ftp://graph.example/v25.0", "mailto:x@example.com"] {
+        assert!(matches!(GraphClient::new(base, Duration::from_secs(1)), Err(GraphError::Config(_))), "{base}");
     }
 }

@@ -10,10 +10,7 @@ use std::path::PathBuf;
 
 /// The fixture root.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/whatsapp"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/whatsapp"))
 }
 
 /// The raw bytes of a fixture, by path relative to the fixture root.

@@ -27,14 +27,8 @@ fn every_listed_signature_verifies_against_its_raw_bytes() {
         let body = fixture_bytes(&file_of(key));
         assert!(verify_signature(&[SECRET], &body, Some(header)), "{key}");
         assert_eq!(sign(SECRET, &body), header, "{key}");
-        assert!(
-            !verify_signature(&[b"wrong_secret"], &body, Some(header)),
-            "{key}"
-        );
-        assert!(
-            verify_signature(&[b"old_secret", SECRET], &body, Some(header)),
-            "{key}"
-        );
+        assert!(!verify_signature(&[b"wrong_secret"], &body, Some(header)), "{key}");
+        assert!(verify_signature(&[b"old_secret", SECRET], &body, Some(header)), "{key}");
         assert!(!verify_signature(&[SECRET], &body, None), "{key}");
     }
     // And every webhook fixture is listed.
@@ -46,10 +40,7 @@ fn every_listed_signature_verifies_against_its_raw_bytes() {
 #[test]
 fn reference_vector_for_text_json() {
     let body = fixture_bytes("webhook/text.json");
-    assert_eq!(
-        sign(SECRET, &body),
-        "sha256=d5f6c3a0fdb6b2b1a3a5b4c75d87b4ecf9d98c9dc461602e8edfb3eea651ee7e"
-    );
+    assert_eq!(sign(SECRET, &body), "sha256=d5f6c3a0fdb6b2b1a3a5b4c75d87b4ecf9d98c9dc461602e8edfb3eea651ee7e");
 }
 
 #[test]
@@ -68,15 +59,8 @@ fn decoded_unicode_form_fails_with_the_escaped_form_signature() {
 #[test]
 fn garbage_headers_fail() {
     let body = fixture_bytes("webhook/text.json");
-    for header in [
-        "",
-        "sha256=",
-        "sha256=deadbeef",
-        "d5f6c3a0fdb6b2b1a3a5b4c75d87b4ecf9d98c9dc461602e8edfb3eea651ee7e",
-    ] {
-        assert!(
-            !verify_signature(&[SECRET], &body, Some(header)),
-            "{header}"
-        );
+    for header in ["", "sha256=", "sha256=deadbeef", "d5f6c3a0fdb6b2b1a3a5b4c75d87b4ecf9d98c9dc461602e8edfb3eea651ee7e"]
+    {
+        assert!(!verify_signature(&[SECRET], &body, Some(header)), "{header}");
     }
 }

@@ -14,8 +14,8 @@ fn pseudo() -> Pseudonymizer {
 }
 
 fn split(stem: &str) -> SplitBatch {
-    let payload = parse_webhook(&fixture_bytes(&format!("webhook/{stem}.json")))
-        .unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let payload =
+        parse_webhook(&fixture_bytes(&format!("webhook/{stem}.json"))).unwrap_or_else(|e| panic!("{stem}: {e}"));
     let route = |id: &str| (id == PNID).then(|| TENANT.to_owned());
     split_batch(&payload, route, &pseudo(), RECEIVED_AT_MS)
 }
@@ -29,15 +29,11 @@ fn text(body: &str) -> InboundContent {
 }
 
 fn unsupported(kind: &str) -> InboundContent {
-    InboundContent::Unsupported {
-        message_type: kind.into(),
-    }
+    InboundContent::Unsupported { message_type: kind.into() }
 }
 
 fn no_reply(kind: &str) -> InboundContent {
-    InboundContent::NoReply {
-        message_type: kind.into(),
-    }
+    InboundContent::NoReply { message_type: kind.into() }
 }
 
 /// The expected single inbound content of a one-message fixture, `None` for the others.
@@ -94,27 +90,18 @@ fn every_webhook_fixture_splits_as_expected() {
         assert_eq!(batch.skipped_messages, 0, "{stem}");
 
         // Identities never leak into conversation keys.
-        for conversation in batch.inbound.iter().map(|e| e.conversation.as_str()).chain(
-            batch
-                .statuses
-                .iter()
-                .filter_map(|s| s.conversation.as_deref()),
-        ) {
+        for conversation in batch
+            .inbound
+            .iter()
+            .map(|e| e.conversation.as_str())
+            .chain(batch.statuses.iter().filter_map(|s| s.conversation.as_deref()))
+        {
             assert_eq!(conversation.len(), 32, "{stem}");
-            assert!(
-                conversation.bytes().all(|b| b.is_ascii_hexdigit()),
-                "{stem}"
-            );
-            assert!(
-                !conversation.contains("1555") && !conversation.contains("US."),
-                "{stem}"
-            );
+            assert!(conversation.bytes().all(|b| b.is_ascii_hexdigit()), "{stem}");
+            assert!(!conversation.contains("1555") && !conversation.contains("US."), "{stem}");
         }
         for event in &batch.inbound {
-            assert_eq!(
-                (event.tenant_id.as_str(), event.phone_number_id.as_str()),
-                (TENANT, PNID)
-            );
+            assert_eq!((event.tenant_id.as_str(), event.phone_number_id.as_str()), (TENANT, PNID));
             assert_eq!(event.received_at_ms, RECEIVED_AT_MS);
             assert!(event.wamid.starts_with("wamid."), "{stem}");
         }
@@ -129,33 +116,18 @@ fn every_webhook_fixture_splits_as_expected() {
                 assert_eq!(event.from.wa_id.as_deref(), Some(USER), "{stem}");
                 assert_eq!(event.conversation, user_conversation, "{stem}");
             }
-            let value_errors: &[i64] = if stem == "interactive_with_value_error" {
-                &[131000]
-            } else {
-                &[]
-            };
+            let value_errors: &[i64] = if stem == "interactive_with_value_error" { &[131000] } else { &[] };
             assert_eq!(batch.value_error_codes, value_errors, "{stem}");
         } else if let Some((status, codes)) = single_status(&stem) {
             assert!(batch.inbound.is_empty(), "{stem}");
             assert_eq!(batch.statuses.len(), 1, "{stem}");
             let event = &batch.statuses[0];
-            assert_eq!(
-                (event.status.as_str(), &event.error_codes),
-                (status, &codes),
-                "{stem}"
-            );
+            assert_eq!((event.status.as_str(), &event.error_codes), (status, &codes), "{stem}");
             assert!(event.wamid.starts_with("wamid."), "{stem}");
             assert!(event.timestamp >= 1_760_000_100, "{stem}");
-            assert_eq!(
-                event.conversation.as_deref(),
-                Some(user_conversation.as_str()),
-                "{stem}"
-            );
+            assert_eq!(event.conversation.as_deref(), Some(user_conversation.as_str()), "{stem}");
             assert_eq!(event.reply_id, None, "{stem}");
-            assert_eq!(
-                (event.tenant_id.as_str(), event.received_at_ms),
-                (TENANT, RECEIVED_AT_MS)
-            );
+            assert_eq!((event.tenant_id.as_str(), event.received_at_ms), (TENANT, RECEIVED_AT_MS));
         } else {
             match stem.as_str() {
                 "batch_mixed" => {
@@ -207,10 +179,7 @@ fn bsuid_user_has_user_id_and_no_phone() {
 
 #[test]
 fn millisecond_timestamps_become_seconds() {
-    assert_eq!(
-        split("timestamp_millis").inbound[0].timestamp,
-        1_760_000_000
-    );
+    assert_eq!(split("timestamp_millis").inbound[0].timestamp, 1_760_000_000);
 }
 
 #[test]
@@ -224,11 +193,7 @@ fn unknown_phone_number_ids_produce_nothing_and_are_listed_once() {
             assert!(batch.unknown_phone_number_ids.is_empty());
         } else {
             // batch_mixed has two changes for the same number: listed once.
-            assert_eq!(
-                batch.unknown_phone_number_ids,
-                vec![PNID.to_owned()],
-                "{stem}"
-            );
+            assert_eq!(batch.unknown_phone_number_ids, vec![PNID.to_owned()], "{stem}");
         }
     }
 }
