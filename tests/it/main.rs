@@ -6,6 +6,7 @@ mod dispatch;
 mod faults;
 mod ingress;
 mod pipeline;
+mod sequencing;
 
 use std::time::Duration;
 

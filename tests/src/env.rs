@@ -94,6 +94,8 @@ impl TestEnv {
         s.shutdown_timeout_ms = 5_000;
         s.publish_timeout_ms = 3_000;
         s.worker_concurrency = 16;
+        s.coalesce_window_ms = 100;
+        s.turn_max_delay_ms = 3_000;
         s.dispatcher_concurrency = 16;
         adjust(&mut s);
         let tenants = Arc::new(Tenants::from_settings(&s));
@@ -212,6 +214,8 @@ impl TestEnv {
             ("LLM_TIMEOUT_MS", s.llm_timeout_ms.to_string()),
             ("GRAPH_API_BASE", s.graph_api_base.clone()),
             ("CLAIM_LEASE_MS", s.claim_lease_ms.to_string()),
+            ("COALESCE_WINDOW_MS", s.coalesce_window_ms.to_string()),
+            ("TURN_MAX_DELAY_MS", s.turn_max_delay_ms.to_string()),
             ("SHUTDOWN_TIMEOUT_MS", s.shutdown_timeout_ms.to_string()),
         ];
         vars.retain(|(_, v)| !v.is_empty());

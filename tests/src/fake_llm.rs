@@ -28,10 +28,18 @@ pub struct LlmCall {
     /// (role, content) in request order, the system prompt first.
     pub messages: Vec<(String, String)>,
     pub authorization: Option<String>,
+    /// When the request arrived.
     pub at: Instant,
+    /// When the response was scheduled to be sent (arrival + the scripted delay).
+    pub ends: Instant,
 }
 
 impl LlmCall {
+    /// The user messages of the prompt, in order.
+    pub fn user_messages(&self) -> Vec<String> {
+        self.messages.iter().filter(|(r, _)| r == "user").map(|(_, c)| c.clone()).collect()
+    }
+
     pub fn system_prompt(&self) -> Option<&str> {
         self.messages.iter().find(|(r, _)| r == "system").map(|(_, c)| c.as_str())
     }
@@ -74,6 +82,7 @@ impl Respond for Responder {
             authorization: request.headers.get("authorization").and_then(|v| v.to_str().ok()).map(String::from),
             messages,
             at: Instant::now(),
+            ends: Instant::now(),
         };
         let reply = self
             .0
@@ -84,6 +93,8 @@ impl Respond for Responder {
             .or_else(|| self.0.fallback.lock().unwrap().clone())
             .unwrap_or(LlmReply::Echo);
         let template = render(&reply, &call);
+        let mut call = call;
+        call.ends = call.at + delay_of(&reply);
         self.0.calls.lock().unwrap().push(call);
         template
     }
@@ -99,6 +110,13 @@ fn render(reply: &LlmReply, call: &LlmCall) -> ResponseTemplate {
         LlmReply::Status(code) => ResponseTemplate::new(*code)
             .set_body_json(json!({"error": {"message": "fake failure", "type": "server_error"}})),
         LlmReply::Delayed(d, inner) => render(inner, call).set_delay(*d),
+    }
+}
+
+fn delay_of(reply: &LlmReply) -> Duration {
+    match reply {
+        LlmReply::Delayed(d, inner) => *d + delay_of(inner),
+        _ => Duration::ZERO,
     }
 }
 

@@ -97,6 +97,23 @@ where
     H: Fn(Delivery) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    run_with_drain(bus, config, shutdown, handler, async {}).await
+}
+
+/// Like [`run`], for consumers that keep deliveries beyond their handler (settling them later):
+/// on shutdown, after the handlers finish, `drain` runs (bounded by the drain timeout) while
+/// the channel is still open, so the work it finishes can still be acknowledged.
+pub async fn run_with_drain<H, F, D>(
+    bus: Bus,
+    config: ConsumerConfig,
+    shutdown: CancellationToken,
+    handler: H,
+    drain: D,
+) where
+    H: Fn(Delivery) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+    D: Future<Output = ()>,
+{
     let handler = Arc::new(handler);
     let permits = Arc::new(Semaphore::new(config.concurrency));
     let mut tasks = JoinSet::new();
@@ -166,8 +183,12 @@ where
         )
         .await;
     }
-    let drained =
-        tokio::time::timeout(config.drain_timeout, async { while tasks.join_next().await.is_some() {} }).await.is_ok();
+    let drained = tokio::time::timeout(config.drain_timeout, async {
+        while tasks.join_next().await.is_some() {}
+        drain.await;
+    })
+    .await
+    .is_ok();
     if !drained {
         tracing::warn!(queue = %config.queue, abandoned = tasks.len(), "drain deadline reached; requeueing the rest");
         tasks.abort_all();

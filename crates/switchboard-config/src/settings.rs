@@ -77,7 +77,16 @@ pub struct Settings {
     pub unsupported_reply: String,
 
     // --- worker ---
+    /// Conversations whose turns run at once in one worker.
     pub worker_concurrency: usize,
+    /// Inbound deliveries one worker holds unacknowledged (waiting for their turn) at most.
+    pub worker_prefetch: usize,
+    /// Messages of one conversation arriving within this window of each other become one turn
+    /// (0 = every message is its own turn, as soon as possible).
+    pub coalesce_window_ms: u64,
+    /// Hard cap on how long a turn may be delayed by coalescing and regeneration, counted from
+    /// the arrival of its oldest message.
+    pub turn_max_delay_ms: u64,
     pub claim_lease_ms: u64,
     pub idempotency_ttl_secs: u64,
     pub context_ttl_secs: u64,
@@ -130,6 +139,9 @@ impl Default for Settings {
                                 Could you write your question?"
                 .into(),
             worker_concurrency: 64,
+            worker_prefetch: 256,
+            coalesce_window_ms: 1_500,
+            turn_max_delay_ms: 10_000,
             claim_lease_ms: 30_000,
             idempotency_ttl_secs: 7 * 24 * 3600,
             context_ttl_secs: 7 * 24 * 3600,
@@ -230,6 +242,7 @@ impl Settings {
             ("SWITCHBOARD_LLM_MAX_ATTEMPTS", self.llm_max_attempts as u64),
             ("SWITCHBOARD_SEND_MAX_ATTEMPTS", self.send_max_attempts as u64),
             ("SWITCHBOARD_WORKER_CONCURRENCY", self.worker_concurrency as u64),
+            ("SWITCHBOARD_WORKER_PREFETCH", self.worker_prefetch as u64),
             ("SWITCHBOARD_DISPATCHER_CONCURRENCY", self.dispatcher_concurrency as u64),
             ("SWITCHBOARD_LLM_TIMEOUT_MS", self.llm_timeout_ms),
             ("SWITCHBOARD_CLAIM_LEASE_MS", self.claim_lease_ms),
@@ -238,8 +251,16 @@ impl Settings {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
-        if self.worker_concurrency > u16::MAX as usize || self.dispatcher_concurrency > u16::MAX as usize {
-            return Err(invalid("SWITCHBOARD_WORKER_CONCURRENCY", "at most 65535"));
+        for (key, value) in [
+            ("SWITCHBOARD_WORKER_PREFETCH", self.worker_prefetch),
+            ("SWITCHBOARD_DISPATCHER_CONCURRENCY", self.dispatcher_concurrency),
+        ] {
+            if value > u16::MAX as usize {
+                return Err(invalid(key, "at most 65535"));
+            }
+        }
+        if self.turn_max_delay_ms < self.coalesce_window_ms {
+            return Err(invalid("SWITCHBOARD_TURN_MAX_DELAY_MS", "must be at least SWITCHBOARD_COALESCE_WINDOW_MS"));
         }
         Ok(())
     }
@@ -252,6 +273,12 @@ impl Settings {
     }
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
+    }
+    pub fn coalesce_window(&self) -> Duration {
+        Duration::from_millis(self.coalesce_window_ms)
+    }
+    pub fn turn_max_delay(&self) -> Duration {
+        Duration::from_millis(self.turn_max_delay_ms)
     }
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)

@@ -109,13 +109,20 @@ pub struct OutboundJob {
     pub reply_id: String,
     pub to: UserRef,
     pub conversation: String,
-    /// The user message this answers (quoted with `context.message_id` is not used: plain reply).
+    /// The newest user message this answers.
     pub in_reply_to: String,
+    /// Every user message this reply answers (one turn may coalesce several), in order.
+    #[serde(default)]
+    pub wamids: Vec<String>,
     pub kind: ReplyKind,
     pub body: String,
     /// The user's last message time, Unix seconds (the 24-hour window is counted from it).
     pub user_timestamp: i64,
     pub created_at_ms: i64,
+    /// When the ingress received the newest message of the turn (Unix ms): the start of the
+    /// latency the platform adds.
+    #[serde(default)]
+    pub last_received_at_ms: i64,
 }
 
 impl std::fmt::Debug for OutboundJob {
@@ -225,6 +232,8 @@ mod tests {
             to: UserRef { wa_id: Some("15551234567".into()), user_id: None },
             conversation: "c".into(),
             in_reply_to: "wamid.1".into(),
+            wamids: vec!["wamid.1".into()],
+            last_received_at_ms: 0,
             kind: ReplyKind::Assistant,
             body: "secret words".into(),
             user_timestamp: 1,

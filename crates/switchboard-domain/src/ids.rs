@@ -45,6 +45,26 @@ pub fn reply_id(tenant_id: &str, inbound_wamid: &str) -> String {
     format!("rp_{}", hex::encode(&hasher.finalize()[..16]))
 }
 
+/// The deterministic id of the reply to one turn: the user messages it answers. A turn of one
+/// message has the id [`reply_id`] gives that message.
+pub fn turn_reply_id(tenant_id: &str, wamids: &[String]) -> String {
+    match wamids {
+        [one] => reply_id(tenant_id, one),
+        many => {
+            let mut sorted: Vec<&str> = many.iter().map(String::as_str).collect();
+            sorted.sort_unstable();
+            let mut hasher = Sha256::new();
+            hasher.update(b"turn\0");
+            hasher.update(tenant_id.as_bytes());
+            for w in sorted {
+                hasher.update(b"\0");
+                hasher.update(w.as_bytes());
+            }
+            format!("rp_{}", hex::encode(&hasher.finalize()[..16]))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +88,15 @@ mod tests {
         assert_ne!(a, reply_id("t1", "wamid.B"));
         assert_ne!(a, reply_id("t2", "wamid.A"));
         assert!(a.starts_with("rp_") && a.len() == 35);
+    }
+
+    #[test]
+    fn turn_reply_ids_ignore_order_and_match_single_replies() {
+        let one = vec!["wamid.A".to_string()];
+        assert_eq!(turn_reply_id("t", &one), reply_id("t", "wamid.A"));
+        let ab = vec!["wamid.A".to_string(), "wamid.B".to_string()];
+        let ba = vec!["wamid.B".to_string(), "wamid.A".to_string()];
+        assert_eq!(turn_reply_id("t", &ab), turn_reply_id("t", &ba));
+        assert_ne!(turn_reply_id("t", &ab), turn_reply_id("t", &one));
     }
 }

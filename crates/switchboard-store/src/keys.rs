@@ -24,6 +24,13 @@ impl ClaimKey {
         Self { id: format!("{tenant}:send:{reply_id}:{part}") }
     }
 
+    /// The lease on running one conversation's turns (`kind = conv`). The conversation part is
+    /// a hash tag, so the lease shares a cluster slot with the conversation's other keys (the
+    /// turn commit checks it in the same script).
+    pub fn conversation(tenant: &str, conversation: &str) -> Self {
+        Self { id: format!("{tenant}:conv:{{{tenant}:{conversation}}}") }
+    }
+
     /// The key without the namespace and the `claim:` prefix: `{tenant}:{kind}:{id}`.
     pub fn id(&self) -> &str {
         &self.id
@@ -60,6 +67,17 @@ impl Keys {
     /// so everything about one conversation lands on one slot.
     pub(crate) fn context(&self, tenant: &str, conversation: &str) -> String {
         format!("{}:ctx:{{{tenant}:{conversation}}}", self.ns)
+    }
+
+    /// `{ns}:conv:{{tenant}:{conversation}}:{part}`: the per-conversation sequencing keys
+    /// (`pending`, `events`, `unpublished`).
+    pub(crate) fn conv(&self, tenant: &str, conversation: &str, part: &str) -> String {
+        format!("{}:conv:{{{tenant}:{conversation}}}:{part}", self.ns)
+    }
+
+    /// `{ns}:msg:{{tenant}:{conversation}}:{wamid}`: the processing state of one inbound message.
+    pub(crate) fn message(&self, tenant: &str, conversation: &str, wamid: &str) -> String {
+        format!("{}:msg:{{{tenant}:{conversation}}}:{wamid}", self.ns)
     }
 
     /// `{ns}:status:{tenant}:{wamid}`

@@ -84,6 +84,11 @@ impl Lease {
         Self { store, key, token, lost, renewer }
     }
 
+    /// The holder's token: the fencing token checked by fenced writes.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// True once another holder has taken the claim over.
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)

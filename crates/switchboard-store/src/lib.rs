@@ -31,6 +31,7 @@
 
 mod claim;
 mod context;
+mod conversation;
 mod error;
 mod keys;
 pub mod lease;
@@ -44,6 +45,7 @@ use deadpool_redis::{Manager, Pool, Runtime};
 use redis::AsyncConnectionConfig;
 
 pub use claim::ClaimOutcome;
+pub use conversation::MessageState;
 pub use error::StoreError;
 pub use keys::ClaimKey;
 pub use status::{status_rank, StatusRecord, StatusUpdate};

@@ -1,28 +1,40 @@
-//! The worker role: turns one inbound user message into one outbound reply, exactly once.
+//! The worker role: answers each conversation like one attentive person — one turn at a time,
+//! in order, never twice — with any number of worker replicas.
 //!
-//! For each delivery from `{ns}.inbound` ([`turn`]):
-//! 1. claim the wamid in Redis (a renewed lease; a duplicate waits or sees it done);
-//! 2. append the user message to the conversation's context window (last 10, one Lua script);
-//! 3. call the LLM with the tenant's system prompt and the window (retries with backoff;
-//!    on exhaustion: the configured apology, and the failure goes to the DLQ with its reason);
-//! 4. append the reply to the window, publish the outbound job with a confirm;
-//! 5. mark the claim done, then ack the delivery.
+//! * [`receive`]: every inbound delivery is queued in its conversation's pending set in Redis
+//!   (idempotent per wamid) and **held unacknowledged** until its message is answered;
+//! * [`runner`]: whoever holds the conversation's lease (a renewed Redis claim whose token is the
+//!   fencing token) runs its turns: wait for the coalescing window, take every pending message
+//!   in order, call the LLM once, regenerate if newer messages arrived meanwhile (up to the
+//!   turn's hard cap), commit the turn fenced by the lease, publish the reply with a confirm;
+//! * [`held`]: the settler acknowledges held deliveries once their message is answered and takes
+//!   over conversations whose lease holder died.
 //!
-//! A crash anywhere leaves the delivery unacked: it is redelivered, the claim's lease expires,
-//! and the replay reuses whatever was already stored (the window is idempotent per message id,
-//! a reply already in the window is not generated again, the outbound job carries a
-//! deterministic reply id the dispatcher sends at most once).
+//! A crash anywhere loses nothing: unacknowledged deliveries return to the queue, the lease
+//! expires (`SWITCHBOARD_CLAIM_LEASE_MS`), another replica's settler or redelivery takes the
+//! conversation over, recovers a committed-but-unpublished turn under the same reply id, and
+//! answers what is still pending. See `docs/architecture.md` for the failure modes.
 
+mod held;
 mod llm;
-mod turn;
+mod receive;
+mod runner;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use switchboard_bus::{consume, Bus, ConsumerConfig};
 use switchboard_config::{Settings, Tenants};
 use switchboard_llm::LlmClient;
 use switchboard_store::Store;
-use tokio_util::sync::CancellationToken;
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// A conversation: (tenant, pseudonymous conversation key).
+pub(crate) type ConvKey = (String, String);
 
 /// What a worker needs, built once by the binary (or a test).
 #[derive(Clone)]
@@ -37,10 +49,41 @@ pub(crate) struct Inner {
     pub tenants: Arc<Tenants>,
     pub settings: Settings,
     pub shutdown: CancellationToken,
+    /// Deliveries waiting for their message to be answered.
+    pub held: held::Held,
+    /// Conversations with a runner task in this process.
+    pub running: Mutex<HashSet<ConvKey>>,
+    /// Bounds the turns running at once (fair: FIFO).
+    pub turn_permits: Arc<Semaphore>,
+    /// Tracks runner tasks, so the drain can wait for them.
+    pub runners: TaskTracker,
+    /// Owns every task the worker spawns, so that dropping [`run`]'s future (an aborted task,
+    /// i.e. a simulated crash in tests) takes them all down, like a process exit would.
+    pub tasks: Arc<Mutex<JoinSet<()>>>,
 }
 
-/// Consumes `{ns}.inbound` until `shutdown` is cancelled, then drains in-flight turns up to
-/// `SWITCHBOARD_SHUTDOWN_TIMEOUT_MS` (the rest are redelivered to another replica).
+impl Inner {
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(self.runners.track_future(task));
+    }
+}
+
+/// Aborts every task of the worker when dropped.
+struct AbortAll(Arc<Mutex<JoinSet<()>>>);
+
+impl Drop for AbortAll {
+    fn drop(&mut self) {
+        if let Ok(mut tasks) = self.0.lock() {
+            tasks.abort_all();
+        }
+    }
+}
+
+/// Consumes `{ns}.inbound` until `shutdown` is cancelled; then stops taking messages, lets the
+/// running turns finish (up to `SWITCHBOARD_SHUTDOWN_TIMEOUT_MS`), acknowledges what they
+/// answered, and leaves the rest to be redelivered to another replica.
 pub async fn run(
     settings: &Settings,
     bus: Bus,
@@ -57,27 +100,40 @@ pub async fn run(
             tenants,
             settings: settings.clone(),
             shutdown: shutdown.clone(),
+            held: held::Held::default(),
+            running: Mutex::new(HashSet::new()),
+            turn_permits: Arc::new(Semaphore::new(settings.worker_concurrency)),
+            runners: TaskTracker::new(),
+            tasks: Arc::new(Mutex::new(JoinSet::new())),
         }),
     };
-    let concurrency = settings.worker_concurrency;
+    let _abort_all = AbortAll(worker.inner.tasks.clone());
     let config = ConsumerConfig {
         queue: bus.topology().inbound.clone(),
-        // Prefetch a little beyond what runs, so a finished slot is refilled without a
-        // round trip, but not so much that one replica hoards the queue.
-        prefetch: (concurrency + concurrency / 4).clamp(1, u16::MAX as usize) as u16,
-        concurrency,
+        prefetch: settings.worker_prefetch.clamp(1, u16::MAX as usize) as u16,
+        // Receiving is quick (one Redis script); the turns run in their own tasks.
+        concurrency: 32,
         drain_timeout: settings.shutdown_timeout(),
         tag: "worker".into(),
     };
-    consume::run(bus, config, shutdown, move |delivery| {
+    worker.inner.tasks.lock().expect("tasks lock").spawn(worker.clone().settle_loop());
+    let drain = {
         let worker = worker.clone();
-        async move { worker.handle(delivery).await }
-    })
-    .await;
+        async move {
+            worker.inner.runners.close();
+            worker.inner.runners.wait().await;
+            worker.settle_all().await;
+        }
+    };
+    let handler = {
+        let worker = worker.clone();
+        move |delivery| {
+            let worker = worker.clone();
+            async move { worker.receive(delivery).await }
+        }
+    };
+    consume::run_with_drain(bus, config, shutdown, handler, drain).await;
 }
 
-/// How long a duplicate delivery waits for the holder of a claim before giving the delivery
-/// back: a little more than one lease, so a crashed holder's lease expires within the wait.
-pub(crate) fn claim_wait(settings: &Settings) -> Duration {
-    settings.claim_lease() + settings.claim_lease() / 2
-}
+/// How often held deliveries are checked (acked when answered, taken over when orphaned).
+pub(crate) const SETTLE_EVERY: Duration = Duration::from_millis(100);

@@ -5,5 +5,6 @@
 mod claims;
 mod connect;
 mod context;
+mod conversation;
 mod helpers;
 mod statuses;

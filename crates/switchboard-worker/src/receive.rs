@@ -1,0 +1,121 @@
+//! Taking an inbound delivery: queue its message for the conversation's next turn, hold it.
+
+use std::time::Duration;
+
+use switchboard_bus::{BusError, Delivery};
+use switchboard_domain::{now_ms, DeadLetter, DeadLetterReason, InboundContent, InboundEvent};
+use switchboard_store::MessageState;
+
+use crate::Worker;
+
+/// Pause before giving a delivery back after an infrastructure error, so a broken dependency
+/// does not turn into a hot redelivery loop.
+const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
+
+impl Worker {
+    pub(crate) async fn receive(&self, delivery: Delivery) {
+        let event: InboundEvent = match serde_json::from_slice(&delivery.body) {
+            Ok(ev) => ev,
+            Err(error) => {
+                tracing::error!(%error, "undecodable inbound event; dead-lettering");
+                let parked = self
+                    .dead_letter(&delivery, None, DeadLetterReason::Undecodable, "undecodable json".into(), 1)
+                    .await;
+                // If even the DLQ is unreachable, reject: the queue dead-letters it natively.
+                let _ = match parked {
+                    Ok(()) => delivery.ack().await,
+                    Err(_) => delivery.reject().await,
+                };
+                return;
+            }
+        };
+        let span = tracing::info_span!(
+            "receive inbound",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "receive",
+            messaging.destination.name = %delivery.queue,
+            messaging.message.id = %event.wamid,
+            tenant = %event.tenant_id,
+            conversation = %event.conversation,
+            redelivered = delivery.redelivered,
+        );
+        switchboard_telemetry::extract(&delivery.headers, &span);
+        if self.inner.tenants.get(&event.tenant_id).is_none() {
+            tracing::error!(parent: &span, "message for an unknown tenant; dead-lettering");
+            let parked = self
+                .dead_letter(&delivery, Some(&event), DeadLetterReason::UnknownTenant, "unknown tenant".into(), 1)
+                .await;
+            let _ = if parked.is_ok() { delivery.ack().await } else { delivery.requeue().await };
+            return;
+        }
+        let ttl = Duration::from_secs(self.inner.settings.idempotency_ttl_secs);
+        let store = &self.inner.store;
+        let result = match event.content {
+            InboundContent::NoReply { .. } => store.mark_no_reply(&event, ttl).await.map(|()| MessageState::NoReply),
+            _ => store.enqueue_message(&event, ttl).await,
+        };
+        match result {
+            Ok(state) if state.is_settled() => {
+                tracing::debug!(parent: &span, ?state, "already handled");
+                let _ = delivery.ack().await;
+            }
+            Ok(_) => {
+                let conv = (event.tenant_id.clone(), event.conversation.clone());
+                self.inner.held.hold(conv.clone(), event, delivery);
+                self.schedule(conv);
+            }
+            Err(error) => {
+                tracing::warn!(parent: &span, %error, "cannot queue the message; requeueing");
+                tokio::time::sleep(REQUEUE_PAUSE).await;
+                let _ = delivery.requeue().await;
+            }
+        }
+    }
+
+    /// Parks a delivery's body in the DLQ with the reason and counters as headers.
+    pub(crate) async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        event: Option<&InboundEvent>,
+        reason: DeadLetterReason,
+        last_error: String,
+        attempts: u32,
+    ) -> Result<(), BusError> {
+        self.dead_letter_body(
+            delivery.body.clone(),
+            delivery.headers.clone(),
+            &delivery.queue,
+            event,
+            reason,
+            last_error,
+            attempts,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn dead_letter_body(
+        &self,
+        body: Vec<u8>,
+        headers: switchboard_bus::Headers,
+        source_queue: &str,
+        event: Option<&InboundEvent>,
+        reason: DeadLetterReason,
+        last_error: String,
+        attempts: u32,
+    ) -> Result<(), BusError> {
+        let now = now_ms();
+        let info = DeadLetter {
+            reason,
+            tenant_id: event.map(|e| e.tenant_id.clone()),
+            error_code: None,
+            last_error,
+            attempts,
+            first_attempt_at_ms: event.map(|e| e.received_at_ms).unwrap_or(now),
+            dead_lettered_at_ms: now,
+            source_queue: source_queue.to_string(),
+        };
+        let bus = &self.inner.bus;
+        bus.publish(bus.dead_letter(body, headers, &info)).await
+    }
+}

@@ -1,0 +1,261 @@
+//! Running a conversation's turns while holding its lease.
+
+use std::time::Duration;
+
+use switchboard_bus::{topology::routing, BusError};
+use switchboard_domain::{
+    now_ms, turn_reply_id, ChatEntry, ChatRole, DeadLetterReason, InboundContent, InboundEvent, OutboundJob, ReplyKind,
+};
+use switchboard_store::{
+    lease::{Acquired, Lease},
+    ClaimKey, StoreError,
+};
+use tracing::Instrument;
+
+use crate::{ConvKey, Worker};
+
+/// Why a turn stopped before its reply was published.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TurnError {
+    #[error("broker: {0}")]
+    Bus(#[from] BusError),
+    #[error("redis: {0}")]
+    Store(#[from] StoreError),
+    #[error("the conversation lease was lost to another replica")]
+    LeaseLost,
+    #[error("unknown tenant")]
+    UnknownTenant,
+}
+
+/// What a runner did.
+enum Ran {
+    /// Nothing (more) to do, or someone else holds the conversation.
+    Idle,
+    /// One turn answered and more messages are pending: run again, at the back of the line.
+    More,
+}
+
+impl Worker {
+    /// Runs the conversation in a task of its own unless it already runs here. Turns of
+    /// different conversations run in parallel, at most `SWITCHBOARD_WORKER_CONCURRENCY` at once,
+    /// first come first served.
+    pub(crate) fn schedule(&self, conv: ConvKey) {
+        if self.inner.shutdown.is_cancelled() {
+            return;
+        }
+        if !self.inner.running.lock().expect("running lock").insert(conv.clone()) {
+            return;
+        }
+        let worker = self.clone();
+        self.inner.spawn(async move {
+            let permit = tokio::select! {
+                p = worker.inner.turn_permits.clone().acquire_owned() => p.ok(),
+                _ = worker.inner.shutdown.cancelled() => None,
+            };
+            let ran = match permit {
+                Some(_) => worker.run_conversation(&conv).await,
+                None => Ok(Ran::Idle),
+            };
+            worker.inner.running.lock().expect("running lock").remove(&conv);
+            match ran {
+                Ok(Ran::More) => worker.schedule(conv),
+                Ok(Ran::Idle) => {}
+                Err(error) => tracing::warn!(conversation = %conv.1, %error, "turn not finished; it will be retried"),
+            }
+        });
+    }
+
+    async fn run_conversation(&self, conv: &ConvKey) -> Result<Ran, TurnError> {
+        let s = &self.inner.settings;
+        let store = &self.inner.store;
+        let key = ClaimKey::conversation(&conv.0, &conv.1);
+        let lease = match Lease::acquire(store, key, s.claim_lease(), Duration::ZERO).await? {
+            Acquired::Lease(lease) => lease,
+            Acquired::Done(_) | Acquired::Busy => return Ok(Ran::Idle),
+        };
+        let result = self.turns(conv, &lease).await;
+        let _ = lease.release().await;
+        // Acknowledge what this turn answered right away (the settler would, a little later).
+        self.settle(conv, false).await;
+        result
+    }
+
+    async fn turns(&self, conv: &ConvKey, lease: &Lease) -> Result<Ran, TurnError> {
+        let s = &self.inner.settings;
+        let store = &self.inner.store;
+        let state_ttl = Duration::from_secs(s.idempotency_ttl_secs);
+        // A previous holder may have died between committing a turn and publishing it: publish
+        // it now, under the same reply id (the dispatcher sends a reply id at most once).
+        for job in store.unpublished_turns(&conv.0, &conv.1).await? {
+            tracing::info!(conversation = %conv.1, reply_id = %job.reply_id, "publishing a recovered turn");
+            self.publish(&job).await?;
+            store.finish_turn(&job, state_ttl).await?;
+        }
+        let Some(batch) = self.coalesce(conv, lease).await? else { return Ok(Ran::Idle) };
+        let span = tracing::info_span!(
+            "turn",
+            tenant = %conv.0,
+            conversation = %conv.1,
+            messages = batch.len(),
+            regenerations = tracing::field::Empty,
+            reply.kind = tracing::field::Empty,
+        );
+        self.turn(conv, batch, lease).instrument(span).await?;
+        let more = !store.pending_messages(&conv.0, &conv.1).await?.is_empty();
+        Ok(if more { Ran::More } else { Ran::Idle })
+    }
+
+    /// Waits until the conversation has been quiet for the coalescing window (bounded by the
+    /// turn's hard cap) and returns its pending messages in order; `None` when there are none,
+    /// or on shutdown / lease loss (the messages stay pending for the next holder).
+    async fn coalesce(&self, conv: &ConvKey, lease: &Lease) -> Result<Option<Vec<InboundEvent>>, TurnError> {
+        let s = &self.inner.settings;
+        loop {
+            if self.inner.shutdown.is_cancelled() || lease.is_lost() {
+                return Ok(None);
+            }
+            let mut pending = self.inner.store.pending_messages(&conv.0, &conv.1).await?;
+            if pending.is_empty() {
+                return Ok(None);
+            }
+            if s.coalesce_window_ms == 0 {
+                pending.truncate(1); // coalescing off: one message per turn, in order
+                return Ok(Some(pending));
+            }
+            let oldest = pending.iter().map(|e| e.received_at_ms).min().unwrap_or_default();
+            let newest = pending.iter().map(|e| e.received_at_ms).max().unwrap_or_default();
+            let deadline = (newest + s.coalesce_window_ms as i64).min(oldest + s.turn_max_delay_ms as i64);
+            let wait = deadline - now_ms();
+            if wait <= 0 {
+                return Ok(Some(pending));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+                _ = self.inner.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// One turn: every message of `batch` enters the context window in order, the LLM answers
+    /// them together; messages arriving meanwhile join and the answer is regenerated, until the
+    /// hard cap. Then the turn is committed (fenced by the lease) and published.
+    async fn turn(&self, conv: &ConvKey, mut batch: Vec<InboundEvent>, lease: &Lease) -> Result<(), TurnError> {
+        let s = &self.inner.settings;
+        let store = &self.inner.store;
+        let tenant = self.inner.tenants.get(&conv.0).cloned().ok_or(TurnError::UnknownTenant)?;
+        let ctx_ttl = Duration::from_secs(s.context_ttl_secs);
+        let oldest = batch.iter().map(|e| e.received_at_ms).min().unwrap_or_else(now_ms);
+        let mut appended = 0usize;
+        let mut regenerations = 0u32;
+        let (kind, body) = loop {
+            let mut window = None;
+            for event in &batch[appended..] {
+                if let InboundContent::Text { body } = &event.content {
+                    let entry = ChatEntry {
+                        id: event.wamid.clone(),
+                        role: ChatRole::User,
+                        content: body.clone(),
+                        at: event.timestamp,
+                    };
+                    window = Some(store.append_context(&conv.0, &conv.1, &entry, ctx_ttl).await?);
+                }
+            }
+            appended = batch.len();
+            if !batch.iter().any(|e| matches!(e.content, InboundContent::Text { .. })) {
+                break (ReplyKind::Unsupported, s.unsupported_reply.clone());
+            }
+            let window = match window {
+                Some(w) => w,
+                None => store.context(&conv.0, &conv.1).await?,
+            };
+            let reply = match self.generate(&tenant.llm_model, &tenant.system_prompt, &window).await {
+                Ok(completion) => (ReplyKind::Assistant, completion.content),
+                Err(error) => {
+                    tracing::error!(%error, "LLM failed on every attempt; sending the apology");
+                    self.dead_letter_batch(&batch, error.to_string()).await?;
+                    break (ReplyKind::Apology, s.llm_failure_reply.clone());
+                }
+            };
+            if lease.is_lost() {
+                return Err(TurnError::LeaseLost);
+            }
+            // Newer messages arrived while the reply was generated: do not send a stale answer.
+            if s.coalesce_window_ms > 0 && now_ms() - oldest < s.turn_max_delay_ms as i64 {
+                let newer: Vec<InboundEvent> = store
+                    .pending_messages(&conv.0, &conv.1)
+                    .await?
+                    .into_iter()
+                    .filter(|p| !batch.iter().any(|b| b.wamid == p.wamid))
+                    .collect();
+                if !newer.is_empty() && !self.inner.shutdown.is_cancelled() {
+                    batch.extend(newer);
+                    regenerations += 1;
+                    continue;
+                }
+            }
+            break reply;
+        };
+        let span = tracing::Span::current();
+        span.record("regenerations", regenerations);
+        span.record("reply.kind", format!("{kind:?}").as_str());
+
+        let wamids: Vec<String> = batch.iter().map(|e| e.wamid.clone()).collect();
+        let reply_id = turn_reply_id(&conv.0, &wamids);
+        let last = batch.last().expect("a turn has at least one message");
+        let job = OutboundJob {
+            tenant_id: conv.0.clone(),
+            phone_number_id: last.phone_number_id.clone(),
+            reply_id: reply_id.clone(),
+            to: last.from.clone(),
+            conversation: conv.1.clone(),
+            in_reply_to: last.wamid.clone(),
+            wamids,
+            kind,
+            body,
+            user_timestamp: batch.iter().map(|e| e.timestamp).max().unwrap_or_default(),
+            created_at_ms: now_ms(),
+            last_received_at_ms: batch.iter().map(|e| e.received_at_ms).max().unwrap_or_default(),
+        };
+        let assistant = (kind == ReplyKind::Assistant).then(|| ChatEntry {
+            id: reply_id,
+            role: ChatRole::Assistant,
+            content: job.body.clone(),
+            at: now_ms() / 1000,
+        });
+        let state_ttl = Duration::from_secs(s.idempotency_ttl_secs);
+        if !store.commit_turn(lease.token(), &job, assistant.as_ref(), state_ttl, ctx_ttl).await? {
+            return Err(TurnError::LeaseLost);
+        }
+        self.publish(&job).await?;
+        store.finish_turn(&job, state_ttl).await?;
+        tracing::info!(messages = job.wamids.len(), "turn answered");
+        Ok(())
+    }
+
+    async fn publish(&self, job: &OutboundJob) -> Result<(), BusError> {
+        let bus = &self.inner.bus;
+        let mut message = bus.event(routing::OUTBOUND, job)?;
+        message.message_id = Some(job.reply_id.clone());
+        switchboard_telemetry::inject(&mut message.headers);
+        bus.publish(message).await
+    }
+
+    async fn dead_letter_batch(&self, batch: &[InboundEvent], error: String) -> Result<(), BusError> {
+        let queue = self.inner.bus.topology().inbound.clone();
+        let attempts = self.inner.settings.llm_max_attempts;
+        for event in batch {
+            let body = serde_json::to_vec(event).map_err(|e| BusError::Encode(e.to_string()))?;
+            self.dead_letter_body(
+                body,
+                Default::default(),
+                &queue,
+                Some(event),
+                DeadLetterReason::LlmFailed,
+                error.clone(),
+                attempts,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
