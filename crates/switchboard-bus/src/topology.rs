@@ -31,6 +31,9 @@ pub mod routing {
 /// that crashes its consumer every time must not loop forever.
 pub const DELIVERY_LIMIT: i64 = 20;
 
+/// Delivery limit of the DLQ and the rejected queue: effectively none.
+pub const PARKING_DELIVERY_LIMIT: i64 = 1_000_000_000;
+
 /// The names of everything on the broker for one namespace.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -81,8 +84,14 @@ impl Topology {
             args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
             self.declare_bound(channel, queue, args, &self.events_exchange, key).await?;
         }
-        self.declare_bound(channel, &self.rejected, quorum_args(), &self.events_exchange, routing::REJECTED).await?;
-        self.declare_bound(channel, &self.dlq, quorum_args(), &self.dead_letter_exchange, routing::DEAD).await?;
+        // The parking queues have nowhere further to dead-letter to. RabbitMQ 4 gives quorum
+        // queues a default delivery limit of 20, after which a message without a dead-letter
+        // target is dropped: an operator peeking at messages must never lose one, so the limit
+        // is set far out of reach.
+        let mut parking = quorum_args();
+        parking.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(PARKING_DELIVERY_LIMIT));
+        self.declare_bound(channel, &self.rejected, parking.clone(), &self.events_exchange, routing::REJECTED).await?;
+        self.declare_bound(channel, &self.dlq, parking, &self.dead_letter_exchange, routing::DEAD).await?;
         Ok(())
     }
 

@@ -228,8 +228,11 @@ impl Settings {
         if !ns_ok {
             return Err(invalid("SWITCHBOARD_NAMESPACE", "1-64 characters of [A-Za-z0-9._-]"));
         }
-        if !self.tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
-            return Err(invalid("SWITCHBOARD_TENANT_ID", "only [A-Za-z0-9_-]"));
+        if self.tenant_id.is_empty()
+            || self.tenant_id.len() > 64
+            || !self.tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        {
+            return Err(invalid("SWITCHBOARD_TENANT_ID", "1-64 characters of [A-Za-z0-9_-]"));
         }
         for (key, url) in
             [("SWITCHBOARD_GRAPH_API_BASE", &self.graph_api_base), ("SWITCHBOARD_LLM_BASE_URL", &self.llm_base_url)]
@@ -246,6 +249,14 @@ impl Settings {
             ("SWITCHBOARD_DISPATCHER_CONCURRENCY", self.dispatcher_concurrency as u64),
             ("SWITCHBOARD_LLM_TIMEOUT_MS", self.llm_timeout_ms),
             ("SWITCHBOARD_CLAIM_LEASE_MS", self.claim_lease_ms),
+            ("SWITCHBOARD_PUBLISH_TIMEOUT_MS", self.publish_timeout_ms),
+            ("SWITCHBOARD_GRAPH_TIMEOUT_MS", self.graph_timeout_ms),
+            ("SWITCHBOARD_SHUTDOWN_TIMEOUT_MS", self.shutdown_timeout_ms),
+            ("SWITCHBOARD_IDEMPOTENCY_TTL_SECS", self.idempotency_ttl_secs),
+            ("SWITCHBOARD_CONTEXT_TTL_SECS", self.context_ttl_secs),
+            ("SWITCHBOARD_STATUS_TTL_SECS", self.status_ttl_secs),
+            ("SWITCHBOARD_LEDGER_TTL_SECS", self.ledger_ttl_secs),
+            ("SWITCHBOARD_MAX_BODY_BYTES", self.max_body_bytes as u64),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));

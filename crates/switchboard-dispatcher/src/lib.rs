@@ -4,7 +4,7 @@
 //! * [`send`]: consumes `{ns}.outbound`; splits a reply into ≤ 4096-character parts and sends
 //!   them in order, each under a send-ledger claim keyed by (reply id, part) so a redelivered
 //!   job resumes at the first unsent part and never sends a part twice; transient failures are
-//!   retried with capped exponential backoff and jitter, classified by WhatsApp error code;
+//!   retried with capped exponential backoff plus random jitter, classified by WhatsApp code;
 //!   permanent failures and exhausted retries go to the DLQ with code and attempt count.
 //! * [`statuses`]: consumes `{ns}.statuses` and keeps a monotonic status per outbound message.
 

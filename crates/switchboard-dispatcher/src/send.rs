@@ -41,8 +41,22 @@ impl Dispatcher {
         let job: OutboundJob = match serde_json::from_slice(&delivery.body) {
             Ok(job) => job,
             Err(error) => {
-                tracing::error!(%error, "undecodable outbound job; rejecting to the DLQ");
-                let _ = delivery.reject().await;
+                tracing::error!(%error, "undecodable outbound job; dead-lettering");
+                let info = DeadLetter {
+                    reason: DeadLetterReason::Undecodable,
+                    tenant_id: None,
+                    error_code: None,
+                    last_error: "undecodable json".into(),
+                    attempts: 0,
+                    first_attempt_at_ms: now_ms(),
+                    dead_lettered_at_ms: now_ms(),
+                    source_queue: delivery.queue.clone(),
+                };
+                // If even the DLQ is unreachable, reject: the queue dead-letters it natively.
+                let _ = match self.park(&delivery, &info).await {
+                    Ok(()) => delivery.ack().await,
+                    Err(_) => delivery.reject().await,
+                };
                 return;
             }
         };
@@ -59,7 +73,20 @@ impl Dispatcher {
         );
         switchboard_telemetry::extract(&delivery.headers, &span);
         async {
-            match self.send_job(&job, &delivery).await {
+            let mut pause = Duration::from_millis(100);
+            let result = loop {
+                match self.send_job(&job, &delivery).await {
+                    // Redis or broker trouble: retry here rather than give the job back, which
+                    // would count toward the queue's delivery limit.
+                    Err(e @ (Requeue::Bus(_) | Requeue::Store(_))) if !self.inner.shutdown.is_cancelled() => {
+                        tracing::warn!(error = %e, retry_in = ?pause, "reply not finished; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                    other => break other,
+                }
+            };
+            match result {
                 Ok(outcome) => {
                     let label = match outcome {
                         Outcome::Sent { parts } => {
@@ -92,7 +119,7 @@ impl Dispatcher {
             let info = self.dead_letter_info(
                 job,
                 delivery,
-                DeadLetterReason::SendPermanent,
+                DeadLetterReason::UnknownTenant,
                 None,
                 "no access token for tenant".into(),
                 0,
@@ -116,15 +143,37 @@ impl Dispatcher {
                 let _ = lease.release().await;
                 return Err(Requeue::Shutdown);
             }
-            let (result, attempts) = self.send_part(token.expose(), job, part).await;
+            let (result, attempts) = self.send_part(token.expose(), job, part, &lease).await;
+            let result = match result {
+                // Accepted, but the body was unreadable: the message was most likely sent, so it
+                // is recorded as sent (wamid unknown) rather than dead-lettered and resent.
+                Err(GraphError::Decode { http_status: 200..=299, .. }) => Ok(SendOk { wamid: "unknown".into() }),
+                other => other,
+            };
             match result {
                 Ok(sent) => {
                     // The ledger write that makes a redelivery skip this part. A crash between
-                    // Meta's 200 and this line is the one window where a part can go out twice.
-                    lease.complete(&sent.wamid, Duration::from_secs(s.ledger_ttl_secs)).await?;
+                    // Meta's 200 and this write is the one window where a part can go out twice,
+                    // so the write is retried here for as long as it takes.
+                    let (key, token) =
+                        (ClaimKey::send(&job.tenant_id, &job.reply_id, index), lease.token().to_string());
+                    let ttl = Duration::from_secs(s.ledger_ttl_secs);
+                    let mut written = lease.complete(&sent.wamid, ttl).await.map(|_| ());
+                    let mut pause = Duration::from_millis(100);
+                    while let Err(error) = written {
+                        tracing::warn!(%error, part = index, "cannot record a sent part yet; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                        written = self.inner.store.complete(&key, &token, &sent.wamid, ttl).await.map(|_| ());
+                    }
                 }
                 Err(error) => {
+                    let lost = lease.is_lost();
                     let _ = lease.release().await;
+                    if lost {
+                        // Another replica owns this part now; it decides its fate.
+                        return Err(Requeue::Busy);
+                    }
                     if self.inner.shutdown.is_cancelled() && error.class().is_retryable() {
                         return Err(Requeue::Shutdown);
                     }
@@ -146,7 +195,13 @@ impl Dispatcher {
     }
 
     /// One part, with retries of transient failures. Returns the result and the attempts made.
-    async fn send_part(&self, token: &str, job: &OutboundJob, body: &str) -> (Result<SendOk, GraphError>, u32) {
+    async fn send_part(
+        &self,
+        token: &str,
+        job: &OutboundJob,
+        body: &str,
+        lease: &Lease,
+    ) -> (Result<SendOk, GraphError>, u32) {
         let s = &self.inner.settings;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(s.send_backoff_base_ms))
@@ -164,7 +219,7 @@ impl Dispatcher {
                 .instrument(tracing::info_span!("POST /{phone_number_id}/messages", http.request.method = "POST"))
         })
         .retry(backoff)
-        .when(|e: &GraphError| e.class().is_retryable() && !shutdown.is_cancelled())
+        .when(|e: &GraphError| e.class().is_retryable() && !shutdown.is_cancelled() && !lease.is_lost())
         .adjust(|e, planned| match e {
             GraphError::Api { retry_after: Some(after), .. } => Some((*after).min(MAX_RETRY_AFTER)),
             _ => planned,

@@ -40,7 +40,20 @@ impl Dispatcher {
             reply_id: event.reply_id.as_deref(),
         };
         let ttl = Duration::from_secs(self.inner.settings.status_ttl_secs);
-        match self.inner.store.record_status(&event.tenant_id, &update, ttl).await {
+        // Redis trouble is retried here: giving the delivery back would count toward the
+        // queue's delivery limit.
+        let mut pause = Duration::from_millis(100);
+        let recorded = loop {
+            match self.inner.store.record_status(&event.tenant_id, &update, ttl).await {
+                Err(error) if !self.inner.shutdown.is_cancelled() => {
+                    tracing::warn!(%error, retry_in = ?pause, "cannot record status yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                other => break other,
+            }
+        };
+        match recorded {
             Ok(record) => {
                 if event.status == "failed" {
                     tracing::warn!(codes = ?event.error_codes, reply_id = ?event.reply_id, "outbound message failed");
@@ -50,8 +63,7 @@ impl Dispatcher {
                 let _ = delivery.ack().await;
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot record status; requeueing");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tracing::warn!(%error, "shutting down with the status unrecorded; requeueing");
                 let _ = delivery.requeue().await;
             }
         }

@@ -34,6 +34,16 @@ impl Pseudonymizer {
     }
 }
 
+/// A stable, non-reversible reference to a WhatsApp message id, safe for logs, spans, AMQP
+/// properties and Redis key names. Message ids (`wamid.…`) are base64 of data that includes the
+/// user's phone number, so they never appear there themselves.
+pub fn message_ref(wamid: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"wamid\0");
+    hasher.update(wamid.as_bytes());
+    format!("m_{}", hex::encode(&hasher.finalize()[..12]))
+}
+
 /// The deterministic id of the reply to one inbound message. A redelivered inbound message
 /// produces the same reply id, so the dispatcher's ledger can refuse to send it twice.
 pub fn reply_id(tenant_id: &str, inbound_wamid: &str) -> String {
@@ -88,6 +98,16 @@ mod tests {
         assert_ne!(a, reply_id("t1", "wamid.B"));
         assert_ne!(a, reply_id("t2", "wamid.A"));
         assert!(a.starts_with("rp_") && a.len() == 35);
+    }
+
+    #[test]
+    fn message_refs_hide_the_wamid() {
+        // The fixture wamid decodes to data holding the phone number 15551234567.
+        let wamid = "wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUZBS0UwMDAwMDAwMDAwMDAw0001AA=";
+        let r = message_ref(wamid);
+        assert_eq!(r, message_ref(wamid));
+        assert_eq!(r.len(), 26);
+        assert!(!r.contains("HBgL") && !r.contains("1555"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use actix_web::{
 use futures_util::StreamExt;
 use subtle::ConstantTimeEq;
 use switchboard_bus::{headers::names, topology::routing, Headers, Outgoing};
-use switchboard_domain::now_ms;
+use switchboard_domain::{message_ref, now_ms};
 use switchboard_whatsapp::{parse_webhook, split_batch, verify_signature};
 
 use crate::{IngressState, WebhookError};
@@ -124,13 +124,13 @@ async fn receive_webhook(
     let mut messages = Vec::with_capacity(batch.inbound.len() + batch.statuses.len());
     for ev in &batch.inbound {
         let mut m = state.bus.event(routing::INBOUND, ev)?;
-        m.message_id = Some(ev.wamid.clone());
+        m.message_id = Some(message_ref(&ev.wamid));
         switchboard_telemetry::inject(&mut m.headers);
         messages.push(m);
     }
     for st in &batch.statuses {
         let mut m = state.bus.event(routing::STATUS, st)?;
-        m.message_id = Some(format!("{}:{}", st.wamid, st.status));
+        m.message_id = Some(format!("{}:{}", message_ref(&st.wamid), st.status));
         switchboard_telemetry::inject(&mut m.headers);
         messages.push(m);
     }
@@ -167,8 +167,10 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
 
 /// A security-relevant event: logged with the peer address, never with the body.
 fn security_event(req: &HttpRequest, kind: &'static str) {
-    let peer = req.connection_info().realip_remote_addr().unwrap_or("unknown").to_string();
-    tracing::warn!(security_event = kind, peer = %peer, path = req.path(), "security event");
+    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    // As claimed by proxies: trustworthy only behind one's own load balancer.
+    let forwarded_for = req.connection_info().realip_remote_addr().unwrap_or("").to_string();
+    tracing::warn!(security_event = kind, %peer, %forwarded_for, path = req.path(), "security event");
 }
 
 async fn healthz() -> HttpResponse {

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use switchboard_domain::message_ref;
+
 /// Identifies one claim (idempotency record / exclusive lease), without the namespace.
 ///
 /// The store turns it into `{ns}:claim:{tenant}:{kind}:{id}`.
@@ -14,9 +16,9 @@ pub struct ClaimKey {
 }
 
 impl ClaimKey {
-    /// The claim on processing one inbound message (`kind = in`), keyed by its wamid.
+    /// A claim on processing one inbound message (`kind = in`), keyed by the wamid's hash.
     pub fn inbound(tenant: &str, wamid: &str) -> Self {
-        Self { id: format!("{tenant}:in:{wamid}") }
+        Self { id: format!("{tenant}:in:{}", message_ref(wamid)) }
     }
 
     /// The send-ledger claim on one part of a reply (`kind = send`).
@@ -75,14 +77,15 @@ impl Keys {
         format!("{}:conv:{{{tenant}:{conversation}}}:{part}", self.ns)
     }
 
-    /// `{ns}:msg:{{tenant}:{conversation}}:{wamid}`: the processing state of one inbound message.
+    /// `{ns}:msg:{{tenant}:{conversation}}:{message_ref}`: the processing state of one inbound
+    /// message. Keyed by [`message_ref`], never by the wamid (which encodes the phone number).
     pub(crate) fn message(&self, tenant: &str, conversation: &str, wamid: &str) -> String {
-        format!("{}:msg:{{{tenant}:{conversation}}}:{wamid}", self.ns)
+        format!("{}:msg:{{{tenant}:{conversation}}}:{}", self.ns, message_ref(wamid))
     }
 
-    /// `{ns}:status:{tenant}:{wamid}`
+    /// `{ns}:status:{tenant}:{message_ref}` (the outbound wamid, hashed: it encodes the number).
     pub(crate) fn status(&self, tenant: &str, wamid: &str) -> String {
-        format!("{}:status:{tenant}:{wamid}", self.ns)
+        format!("{}:status:{tenant}:{}", self.ns, message_ref(wamid))
     }
 }
 
@@ -101,10 +104,13 @@ mod tests {
     #[test]
     fn layout() {
         let k = Keys::new("sb");
-        assert_eq!(k.claim(&ClaimKey::inbound("t1", "wamid.X")), "sb:claim:t1:in:wamid.X");
+        let x = message_ref("wamid.X");
+        assert_eq!(k.claim(&ClaimKey::inbound("t1", "wamid.X")), format!("sb:claim:t1:in:{x}"));
         assert_eq!(k.claim(&ClaimKey::send("t1", "rp_1", 2)), "sb:claim:t1:send:rp_1:2");
         assert_eq!(k.context("t1", "c9"), "sb:ctx:{t1:c9}");
-        assert_eq!(k.status("t1", "wamid.Y"), "sb:status:t1:wamid.Y");
+        assert_eq!(k.status("t1", "wamid.Y"), format!("sb:status:t1:{}", message_ref("wamid.Y")));
+        assert_eq!(k.message("t1", "c9", "wamid.Z"), format!("sb:msg:{{t1:c9}}:{}", message_ref("wamid.Z")));
+        assert_eq!(k.claim(&ClaimKey::conversation("t1", "c9")), "sb:claim:t1:conv:{t1:c9}");
         assert_eq!(ClaimKey::send("t", "r", 0).id(), "t:send:r:0");
     }
 

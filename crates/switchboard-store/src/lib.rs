@@ -3,25 +3,33 @@
 //!
 //! # Keys
 //!
-//! Every key starts with the namespace `ns` given to [`Store::connect`]. Tenants, conversations
-//! and ids are safe strings (pseudonyms, wamids, reply ids), never phone numbers.
+//! Every key starts with the namespace `ns` given to [`Store::connect`]. Tenants and
+//! conversations are safe strings (tenant ids, keyed pseudonyms); WhatsApp message ids, which
+//! encode the user's phone number, appear in key names only as their hash
+//! ([`message_ref`](switchboard_domain::message_ref)). `{t:c}` is `{tenant}:{conversation}` in
+//! literal braces: a Redis Cluster hash tag keeping one conversation's keys on one slot.
 //!
 //! | key | type | written by | TTL |
 //! | --- | --- | --- | --- |
-//! | `{ns}:claim:{tenant}:in:{wamid}` | string | [`Store::claim`], [`Store::complete`] | the lease while in progress (`p:<token>`), the caller's `ttl` once done (`d:<result>`) |
-//! | `{ns}:claim:{tenant}:send:{reply_id}:{part}` | string | same, for the send ledger | same |
-//! | `{ns}:ctx:{{tenant}:{conversation}}` | list of JSON [`ChatEntry`], oldest first, at most [`CONTEXT_WINDOW_MESSAGES`] | [`Store::append_context`] | the caller's `ttl`, reset on every append |
-//! | `{ns}:status:{tenant}:{wamid}` | hash: `status`, `rank`, `timestamp`, `error_codes` (JSON), `reply_id`, `updated_at_ms` | [`Store::record_status`] | the caller's `ttl`, reset on every write |
+//! | `{ns}:claim:{tenant}:send:{reply_id}:{part}` | string: `p:<token>` / `d:<wamid>` | [`Store::claim`], [`Store::complete`] (send ledger) | the lease, then the caller's `ttl` |
+//! | `{ns}:claim:{tenant}:conv:{t:c}` | string `p:<token>` | the conversation lease ([`lease::Lease`]) | the lease, renewed |
+//! | `{ns}:conv:{t:c}:pending` | sorted set of wamids (score: user timestamp, then arrival) | [`Store::enqueue_message`] | idempotency ttl, reset on enqueue |
+//! | `{ns}:conv:{t:c}:events` | hash wamid → inbound event JSON | same | same |
+//! | `{ns}:conv:{t:c}:unpublished` | hash reply id → outbound job JSON | [`Store::commit_turn`] | idempotency ttl |
+//! | `{ns}:msg:{t:c}:{message_ref}` | string `t:<reply>` / `d:<reply>` / `n` | commit / finish / no-reply | idempotency ttl |
+//! | `{ns}:ctx:{t:c}` | list of JSON [`ChatEntry`], oldest first, at most [`CONTEXT_WINDOW_MESSAGES`] | [`Store::append_context`], [`Store::commit_turn`] | context ttl, reset on every append |
+//! | `{ns}:status:{tenant}:{message_ref}` | hash: `status`, `rank`, `timestamp`, `error_codes` (JSON), `reply_id`, `updated_at_ms` | [`Store::record_status`] | the caller's `ttl`, reset on every write |
 //!
-//! The braces in the context key are a literal Redis Cluster hash tag. Every key has a TTL, so
-//! nothing the store writes lives forever. Durations are sent to Redis in milliseconds, at
-//! least 1 ms and at most ten years.
+//! Every key has a TTL, so nothing the store writes lives forever. Durations are sent to Redis
+//! in milliseconds, at least 1 ms and at most ten years.
 //!
 //! # Modules
 //!
 //! * `keys`: the key layout and [`ClaimKey`];
 //! * `claim`: idempotency / exclusive work with a lease (`p:` in progress → `d:` done);
 //! * `context`: the conversation window sent to the LLM;
+//! * `conversation`: sequencing state (pending messages, message states, fenced turn commits);
+//! * `lease`: renewed claims that notice a takeover;
 //! * `status`: monotonic delivery statuses;
 //! * `scripts`: the Lua scripts (one per multi-step update, loaded once, `EVALSHA`);
 //! * `error`: [`StoreError`], whose messages never hold stored values.

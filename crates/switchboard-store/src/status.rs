@@ -86,7 +86,7 @@ impl Store {
             parse_record(fields)?.ok_or_else(|| StoreError::decode("status reply: no status after write"))?;
         record.regressed_ignored = applied.as_deref() != Some("1");
         if record.regressed_ignored {
-            tracing::debug!(tenant, wamid = update.wamid, status = update.status, "status ignored");
+            tracing::debug!(tenant, message = %switchboard_domain::message_ref(update.wamid), status = update.status, "status ignored");
         }
         Ok(record)
     }

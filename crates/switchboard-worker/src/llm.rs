@@ -12,8 +12,9 @@ use crate::Worker;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 impl Worker {
-    /// Calls the LLM, retrying transient failures with exponential backoff and full jitter,
-    /// honouring (clamped) `Retry-After`, and never retrying once shutdown has begun.
+    /// Calls the LLM, retrying transient failures with exponential backoff (each delay plus a
+    /// random jitter of up to 100 %), honouring (clamped) `Retry-After`, and never retrying once
+    /// shutdown has begun. Returns the result and the number of attempts made.
     #[tracing::instrument(name = "chat", skip_all, fields(
         gen_ai.operation.name = "chat",
         gen_ai.request.model = model,
@@ -26,7 +27,7 @@ impl Worker {
         model: &str,
         system_prompt: &str,
         history: &[ChatEntry],
-    ) -> Result<Completion, LlmError> {
+    ) -> (Result<Completion, LlmError>, u32) {
         let s = &self.inner.settings;
         let request = ChatRequest { model, system_prompt, history, max_tokens: s.llm_max_tokens };
         let backoff = ExponentialBuilder::default()
@@ -46,7 +47,7 @@ impl Worker {
             LlmError::Status { retry_after: Some(after), .. } => Some((*after).min(MAX_RETRY_DELAY)),
             _ => planned,
         })
-        .notify(|error, delay| tracing::warn!(%error, ?delay, "LLM call failed; retrying"))
+        .notify(|error, delay| tracing::warn!(error = %error.label(), ?delay, "LLM call failed; retrying"))
         .await;
         let span = tracing::Span::current();
         span.record("attempts", attempts);
@@ -54,6 +55,6 @@ impl Worker {
             span.record("gen_ai.usage.input_tokens", c.prompt_tokens);
             span.record("gen_ai.usage.output_tokens", c.completion_tokens);
         }
-        result
+        (result, attempts)
     }
 }

@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use switchboard_bus::{BusError, Delivery};
-use switchboard_domain::{now_ms, DeadLetter, DeadLetterReason, InboundContent, InboundEvent};
+use switchboard_domain::{message_ref, now_ms, DeadLetter, DeadLetterReason, InboundContent, InboundEvent};
 use switchboard_store::MessageState;
 
 use crate::Worker;
 
-/// Pause before giving a delivery back after an infrastructure error, so a broken dependency
-/// does not turn into a hot redelivery loop.
-const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
+/// First and longest pause between attempts to queue a message while Redis is unavailable.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 impl Worker {
     pub(crate) async fn receive(&self, delivery: Delivery) {
@@ -34,7 +34,7 @@ impl Worker {
             messaging.system = "rabbitmq",
             messaging.operation.type = "receive",
             messaging.destination.name = %delivery.queue,
-            messaging.message.id = %event.wamid,
+            messaging.message.id = %message_ref(&event.wamid),
             tenant = %event.tenant_id,
             conversation = %event.conversation,
             redelivered = delivery.redelivered,
@@ -50,9 +50,24 @@ impl Worker {
         }
         let ttl = Duration::from_secs(self.inner.settings.idempotency_ttl_secs);
         let store = &self.inner.store;
-        let result = match event.content {
-            InboundContent::NoReply { .. } => store.mark_no_reply(&event, ttl).await.map(|()| MessageState::NoReply),
-            _ => store.enqueue_message(&event, ttl).await,
+        // Redis trouble is retried here, holding the delivery: giving it back would count
+        // toward the queue's delivery limit and, in a long outage, dead-letter good messages.
+        let mut pause = RETRY_PAUSE;
+        let result = loop {
+            let attempt = match event.content {
+                InboundContent::NoReply { .. } => {
+                    store.mark_no_reply(&event, ttl).await.map(|()| MessageState::NoReply)
+                }
+                _ => store.enqueue_message(&event, ttl).await,
+            };
+            match attempt {
+                Err(error) if !self.inner.shutdown.is_cancelled() => {
+                    tracing::warn!(parent: &span, %error, retry_in = ?pause, "cannot queue the message; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+                other => break other,
+            }
         };
         match result {
             Ok(state) if state.is_settled() => {
@@ -65,8 +80,7 @@ impl Worker {
                 self.schedule(conv);
             }
             Err(error) => {
-                tracing::warn!(parent: &span, %error, "cannot queue the message; requeueing");
-                tokio::time::sleep(REQUEUE_PAUSE).await;
+                tracing::warn!(parent: &span, %error, "shutting down with the message unqueued; requeueing");
                 let _ = delivery.requeue().await;
             }
         }

@@ -25,6 +25,8 @@ pub(crate) enum TurnError {
     LeaseLost,
     #[error("unknown tenant")]
     UnknownTenant,
+    #[error("shutting down")]
+    ShuttingDown,
 }
 
 /// What a runner did.
@@ -169,10 +171,15 @@ impl Worker {
                 None => store.context(&conv.0, &conv.1).await?,
             };
             let reply = match self.generate(&tenant.llm_model, &tenant.system_prompt, &window).await {
-                Ok(completion) => (ReplyKind::Assistant, completion.content),
-                Err(error) => {
-                    tracing::error!(%error, "LLM failed on every attempt; sending the apology");
-                    self.dead_letter_batch(&batch, error.to_string()).await?;
+                (Ok(completion), _) => (ReplyKind::Assistant, completion.content),
+                (Err(_), _) if self.inner.shutdown.is_cancelled() => {
+                    // Retries stop at shutdown: leave the messages pending for another replica
+                    // rather than apologise for an LLM that may be fine.
+                    return Err(TurnError::ShuttingDown);
+                }
+                (Err(error), attempts) => {
+                    tracing::error!(error = %error.label(), attempts, "LLM failed on every attempt; sending the apology");
+                    self.dead_letter_batch(&batch, error.label(), attempts).await?;
                     break (ReplyKind::Apology, s.llm_failure_reply.clone());
                 }
             };
@@ -240,9 +247,8 @@ impl Worker {
         bus.publish(message).await
     }
 
-    async fn dead_letter_batch(&self, batch: &[InboundEvent], error: String) -> Result<(), BusError> {
+    async fn dead_letter_batch(&self, batch: &[InboundEvent], error: String, attempts: u32) -> Result<(), BusError> {
         let queue = self.inner.bus.topology().inbound.clone();
-        let attempts = self.inner.settings.llm_max_attempts;
         for event in batch {
             let body = serde_json::to_vec(event).map_err(|e| BusError::Encode(e.to_string()))?;
             self.dead_letter_body(

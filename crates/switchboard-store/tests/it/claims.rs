@@ -33,7 +33,7 @@ async fn acquire_then_busy_then_done_for_everyone() {
     // The first fact stays; a late completion does not overwrite it.
     assert!(!s.complete(&key, "tok-b", "other", DONE_TTL).await.unwrap());
     assert_eq!(s.claim_state(&key).await.unwrap(), Some(done));
-    let pttl = t.pttl(&t.key("claim:t1:in:wamid.A"));
+    let pttl = t.pttl(&t.key(&format!("claim:t1:in:{}", switchboard_domain::message_ref("wamid.A"))));
     assert!(pttl > 30_000 && pttl <= 60_000, "{pttl}");
 }
 
@@ -60,7 +60,7 @@ async fn renew_keeps_the_lease_until_lost() {
     let t = TestStore::new().await;
     let s = &t.store;
     let key = ClaimKey::inbound("t1", "wamid.R");
-    let raw = t.key("claim:t1:in:wamid.R");
+    let raw = t.key(&format!("claim:t1:in:{}", switchboard_domain::message_ref("wamid.R")));
 
     assert_eq!(s.claim(&key, "a", Duration::from_millis(300)).await.unwrap(), ClaimOutcome::Acquired);
     assert!(s.renew(&key, "a", LEASE).await.unwrap());
