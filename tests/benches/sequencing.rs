@@ -77,7 +77,7 @@ async fn wait_for(seen: &Mutex<Vec<(i64, OutboundJob)>>, want: usize) {
 }
 
 async fn capacity(run: &Run, conversations: usize) {
-    let mut env = TestEnv::with(|s| {
+    let env = TestEnv::with(|s| {
         s.coalesce_window_ms = 0;
         s.worker_concurrency = 64;
         s.worker_prefetch = 512;
@@ -120,7 +120,7 @@ async fn capacity(run: &Run, conversations: usize) {
 
 async fn latency(run: &Run, conversations: usize, per_second: usize) {
     const WINDOW_MS: u64 = 1_500;
-    let mut env = TestEnv::with(|s| {
+    let env = TestEnv::with(|s| {
         s.coalesce_window_ms = WINDOW_MS;
         s.turn_max_delay_ms = 10_000;
         s.worker_concurrency = 64;
@@ -150,7 +150,7 @@ async fn latency(run: &Run, conversations: usize, per_second: usize) {
         s.await.unwrap();
     }
     wait_for(&seen, conversations).await;
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let mut added: Vec<i64> = seen
         .iter()
         .map(|(at, job)| at - job.last_received_at_ms - WINDOW_MS as i64 - run.llm.as_millis() as i64)
@@ -168,7 +168,6 @@ async fn latency(run: &Run, conversations: usize, per_second: usize) {
         pct(0.99),
         added.last().unwrap()
     );
-    drop(seen);
     stop.cancel();
     for w in workers {
         w.stop().await;
