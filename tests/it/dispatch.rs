@@ -7,7 +7,7 @@ use crate::DEADLINE;
 const USER: &str = "15551234567";
 
 fn text(wamid: &str, body: &str) -> Vec<u8> {
-    webhook::text_batch(PHONE_NUMBER_ID, &[Text { from: USER, wamid, body, timestamp: 1_760_000_000 }])
+    webhook::text_batch(PHONE_NUMBER_ID, &[Text { from: USER, wamid, body, timestamp: webhook::now_s() }])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

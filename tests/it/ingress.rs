@@ -59,7 +59,12 @@ async fn oversize_bodies_get_413_and_publish_nothing() {
     env.start_ingress().await;
     let big = webhook::text_batch(
         PHONE_NUMBER_ID,
-        &[webhook::Text { from: "15551234567", wamid: "wamid.big", body: &"x".repeat(2000), timestamp: 1_760_000_000 }],
+        &[webhook::Text {
+            from: "15551234567",
+            wamid: "wamid.big",
+            body: &"x".repeat(2000),
+            timestamp: webhook::now_s(),
+        }],
     );
     assert_eq!(env.post_webhook(big, None).await.status(), 413);
     assert_eq!(env.bus.queue_depth(&env.bus.topology().inbound).await.unwrap(), 0);
@@ -127,7 +132,7 @@ async fn unknown_phone_number_ids_are_acknowledged_but_not_processed() {
     env.start_ingress().await;
     let body = webhook::text_batch(
         "999999999999999",
-        &[webhook::Text { from: "15551234567", wamid: "wamid.x", body: "hi", timestamp: 1_760_000_000 }],
+        &[webhook::Text { from: "15551234567", wamid: "wamid.x", body: "hi", timestamp: webhook::now_s() }],
     );
     assert_eq!(env.post_webhook(body, None).await.status(), 200);
     assert_eq!(env.bus.queue_depth(&env.bus.topology().inbound).await.unwrap(), 0);

@@ -8,7 +8,7 @@ use crate::DEADLINE;
 const USER: &str = "15551234567";
 
 fn text(wamid: &str, body: &str) -> Vec<u8> {
-    webhook::text_batch(PHONE_NUMBER_ID, &[Text { from: USER, wamid, body, timestamp: 1_760_000_000 }])
+    webhook::text_batch(PHONE_NUMBER_ID, &[Text { from: USER, wamid, body, timestamp: webhook::now_s() }])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +56,7 @@ async fn a_batch_of_several_messages_gets_one_reply_each() {
             from: u,
             wamid: ["wamid.b.1", "wamid.b.2", "wamid.b.3"][i],
             body: ["one", "two", "three"][i],
-            timestamp: 1_760_000_000,
+            timestamp: webhook::now_s(),
         })
         .collect();
     assert_eq!(env.post_webhook(webhook::text_batch(PHONE_NUMBER_ID, &msgs), None).await.status(), 200);

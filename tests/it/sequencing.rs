@@ -16,8 +16,9 @@ async fn three_messages_within_the_window_become_one_turn_and_one_reply() {
     env.start_ingress().await;
     let (w1, w2, d) = (env.start_worker(), env.start_worker(), env.start_dispatcher());
     for (i, text) in ["hi", "I have a question", "about my order"].iter().enumerate() {
-        let res =
-            env.post_webhook(one("15551230001", &format!("wamid.co.{i}"), text, 1_760_000_000 + i as i64), None).await;
+        let res = env
+            .post_webhook(one("15551230001", &format!("wamid.co.{i}"), text, webhook::now_s() + i as i64), None)
+            .await;
         assert_eq!(res.status(), 200);
     }
     let reply = wait_until(DEADLINE, "the reply", || async { env.graph.delivered().into_iter().next() }).await;
@@ -38,7 +39,7 @@ async fn a_message_arriving_during_generation_supersedes_the_stale_reply() {
     env.llm.set_fallback(LlmReply::Delayed(Duration::from_millis(800), Box::new(LlmReply::Echo)));
     env.start_all().await;
     assert_eq!(
-        env.post_webhook(one("15551230002", "wamid.st.1", "what is the price", 1_760_000_000), None).await.status(),
+        env.post_webhook(one("15551230002", "wamid.st.1", "what is the price", webhook::now_s()), None).await.status(),
         200
     );
     wait_until(DEADLINE, "first LLM call in flight", || async { (!env.llm.calls().is_empty()).then_some(()) }).await;
@@ -78,8 +79,9 @@ async fn fifty_conversations_interleaved_on_two_workers_stay_ordered_and_exclusi
         for c in 0..CONVS {
             let from = format!("1555{c:07}");
             let body = format!("c{c} m{m}");
-            let res =
-                env.post_webhook(one(&from, &format!("wamid.il.{c}.{m}"), &body, 1_760_000_000 + m as i64), None).await;
+            let res = env
+                .post_webhook(one(&from, &format!("wamid.il.{c}.{m}"), &body, webhook::now_s() + m as i64), None)
+                .await;
             assert_eq!(res.status(), 200);
         }
     }
@@ -131,7 +133,7 @@ async fn killing_the_worker_mid_turn_lets_the_other_finish_with_exactly_one_repl
     let dispatcher = env.start_dispatcher();
     let first = env.start_worker();
     assert_eq!(
-        env.post_webhook(one("15551230004", "wamid.kill.1", "are you there", 1_760_000_000), None).await.status(),
+        env.post_webhook(one("15551230004", "wamid.kill.1", "are you there", webhook::now_s()), None).await.status(),
         200
     );
     wait_until(DEADLINE, "LLM call in flight", || async { (!env.llm.calls().is_empty()).then_some(()) }).await;
@@ -157,7 +159,7 @@ async fn with_coalescing_off_sequential_messages_get_one_reply_each_in_order() {
     env.start_all().await;
     for i in 0..3 {
         let res = env
-            .post_webhook(one("15551230005", &format!("wamid.off.{i}"), &format!("q{i}"), 1_760_000_000 + i), None)
+            .post_webhook(one("15551230005", &format!("wamid.off.{i}"), &format!("q{i}"), webhook::now_s() + i), None)
             .await;
         assert_eq!(res.status(), 200);
     }
@@ -183,7 +185,7 @@ async fn a_chatty_conversation_does_not_starve_the_others() {
     for i in 0..20 {
         assert_eq!(
             env.post_webhook(
-                one("15551230006", &format!("wamid.chat.{i}"), &format!("spam {i}"), 1_760_000_000 + i),
+                one("15551230006", &format!("wamid.chat.{i}"), &format!("spam {i}"), webhook::now_s() + i),
                 None
             )
             .await
@@ -192,7 +194,9 @@ async fn a_chatty_conversation_does_not_starve_the_others() {
         );
     }
     assert_eq!(
-        env.post_webhook(one("15551230007", "wamid.quiet.1", "just one question", 1_760_000_000), None).await.status(),
+        env.post_webhook(one("15551230007", "wamid.quiet.1", "just one question", webhook::now_s()), None)
+            .await
+            .status(),
         200
     );
     wait_until(DEADLINE, "the quiet user's reply", || async {
@@ -217,7 +221,10 @@ async fn a_turn_committed_by_a_holder_that_died_before_publishing_is_published_o
     };
     let mut env = TestEnv::new().await;
     env.start_ingress().await;
-    assert_eq!(env.post_webhook(one("15551230008", "wamid.rec.1", "hello?", 1_760_000_000), None).await.status(), 200);
+    assert_eq!(
+        env.post_webhook(one("15551230008", "wamid.rec.1", "hello?", webhook::now_s()), None).await.status(),
+        200
+    );
     // Play the dead holder: queue the message, commit a turn for it under the lease, never publish.
     let inbound = env.bus.topology().inbound.clone();
     let delivery =

@@ -13,6 +13,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{FakeGraph, FakeLlm};
 
+/// Bus options matching `settings` (same retry ladder as the roles).
+pub fn bus_options(settings: &Settings, name: &str) -> BusOptions {
+    BusOptions {
+        operation_timeout: settings.publish_timeout(),
+        connection_name: format!("test-{name}"),
+        retry_steps_ms: switchboard_bus::topology::ladder(settings.send_backoff_base_ms, settings.send_backoff_max_ms),
+    }
+}
+
 /// The fixtures' business phone number id.
 pub const PHONE_NUMBER_ID: &str = "200000000000002";
 /// The fixtures' app secret (their signatures are made with it).
@@ -87,14 +96,20 @@ impl TestEnv {
         s.http_workers = 1;
         s.llm_timeout_ms = 2_000;
         s.llm_backoff_base_ms = 10;
-        s.send_backoff_base_ms = 10;
-        s.send_backoff_max_ms = 100;
         s.graph_timeout_ms = 2_000;
         s.claim_lease_ms = 1_500;
         s.shutdown_timeout_ms = 5_000;
         s.publish_timeout_ms = 3_000;
         s.worker_concurrency = 16;
         s.coalesce_window_ms = 100;
+        // A short retry ladder (100 ms … 800 ms) and limits that do not slow tests down.
+        s.send_backoff_base_ms = 100;
+        s.send_backoff_max_ms = 800;
+        s.rate_per_number = 1_000.0;
+        s.rate_burst = 100;
+        s.pair_interval_ms = 10;
+        s.pair_burst = 100;
+        s.mark_read = false;
         s.turn_max_delay_ms = 3_000;
         s.dispatcher_concurrency = 16;
         adjust(&mut s);
@@ -106,11 +121,7 @@ impl TestEnv {
     }
 
     fn role_bus(&self, name: &str) -> Bus {
-        Bus::new_lazy(
-            self.settings.amqp_url.expose(),
-            &self.settings.namespace,
-            BusOptions { operation_timeout: self.settings.publish_timeout(), connection_name: format!("test-{name}") },
-        )
+        Bus::new_lazy(self.settings.amqp_url.expose(), &self.settings.namespace, bus_options(&self.settings, name))
     }
 
     /// Starts the ingress on a free port (bus through `amqp_url` when given, e.g. a proxy) and
@@ -119,14 +130,7 @@ impl TestEnv {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let bus = match amqp_url {
-            Some(u) => Bus::new_lazy(
-                &u,
-                &self.settings.namespace,
-                BusOptions {
-                    operation_timeout: self.settings.publish_timeout(),
-                    connection_name: "test-ingress".into(),
-                },
-            ),
+            Some(u) => Bus::new_lazy(&u, &self.settings.namespace, bus_options(&self.settings, "ingress")),
             None => self.role_bus("ingress"),
         };
         let cancel = CancellationToken::new();
@@ -216,6 +220,13 @@ impl TestEnv {
             ("CLAIM_LEASE_MS", s.claim_lease_ms.to_string()),
             ("COALESCE_WINDOW_MS", s.coalesce_window_ms.to_string()),
             ("TURN_MAX_DELAY_MS", s.turn_max_delay_ms.to_string()),
+            ("SEND_BACKOFF_BASE_MS", s.send_backoff_base_ms.to_string()),
+            ("SEND_BACKOFF_MAX_MS", s.send_backoff_max_ms.to_string()),
+            ("RATE_PER_NUMBER", s.rate_per_number.to_string()),
+            ("RATE_BURST", s.rate_burst.to_string()),
+            ("PAIR_INTERVAL_MS", s.pair_interval_ms.to_string()),
+            ("PAIR_BURST", s.pair_burst.to_string()),
+            ("MARK_READ", s.mark_read.to_string()),
             ("SHUTDOWN_TIMEOUT_MS", s.shutdown_timeout_ms.to_string()),
         ];
         vars.retain(|(_, v)| !v.is_empty());

@@ -10,6 +10,12 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{FIXTURES}/webhook/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
+/// Now, in Unix seconds: the timestamp of a message the user "just sent" (replies are only
+/// sent within 24 hours of it).
+pub fn now_s() -> i64 {
+    switchboard_domain::now_ms() / 1000
+}
+
 /// One inbound text message.
 #[derive(Debug, Clone)]
 pub struct Text<'a> {
@@ -39,7 +45,7 @@ pub fn text_batch(phone_number_id: &str, messages: &[Text<'_>]) -> Vec<u8> {
 
 /// A webhook body with one message of another type (`image`, `reaction`, …) and its object.
 pub fn typed_message(phone_number_id: &str, from: &str, wamid: &str, kind: &str, object: serde_json::Value) -> Vec<u8> {
-    let mut msg = json!({"from": from, "id": wamid, "timestamp": "1760000000", "type": kind});
+    let mut msg = json!({"from": from, "id": wamid, "timestamp": now_s().to_string(), "type": kind});
     msg[kind] = object;
     let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "100000000000001", "changes": [{"field": "messages", "value": {
         "messaging_product": "whatsapp",

@@ -14,11 +14,17 @@ pub struct BusOptions {
     pub operation_timeout: Duration,
     /// Shown in the broker's connection list.
     pub connection_name: String,
+    /// Delays of the retry ladder, ms (see [`crate::topology::ladder`]).
+    pub retry_steps_ms: Vec<u64>,
 }
 
 impl Default for BusOptions {
     fn default() -> Self {
-        Self { operation_timeout: Duration::from_secs(5), connection_name: "switchboard".into() }
+        Self {
+            operation_timeout: Duration::from_secs(5),
+            connection_name: "switchboard".into(),
+            retry_steps_ms: crate::topology::ladder(1_000, 300_000),
+        }
     }
 }
 
@@ -65,7 +71,7 @@ impl Bus {
         Self {
             inner: Arc::new(Inner {
                 url: url.to_string(),
-                topology: Topology::new(namespace),
+                topology: Topology::with_retry_steps(namespace, &options.retry_steps_ms),
                 options,
                 live: Mutex::new(None),
                 generation: Default::default(),

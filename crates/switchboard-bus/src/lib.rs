@@ -14,6 +14,7 @@ pub mod consume;
 mod error;
 pub mod headers;
 mod inspect;
+pub mod parked;
 mod publish;
 pub mod topology;
 

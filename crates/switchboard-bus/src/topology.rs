@@ -6,6 +6,9 @@
 //!                                   ──"rejected"─► {ns}.rejected     (parked webhook bodies)
 //!  worker  ──► {ns}.events ─────────"outbound"──► {ns}.outbound ──► dispatcher
 //!  any     ──► {ns}.dlx (direct) ───"dead"──────► {ns}.dlq          (dead letters, with reasons)
+//!  dispatcher ► {ns}.events ────────"retry.<ms>"► {ns}.retry.<ms> ──(TTL expires)──► "outbound"
+//!  dispatcher ► {ns}.events ────────"held"──────► {ns}.held         (jobs of paused tenants)
+//!  worker  ──► {ns}.events ─────────"receipt"───► {ns}.receipts ──► dispatcher (read + typing)
 //! ```
 //! The three work queues dead-letter into `{ns}.dlx` themselves too (poison messages that hit
 //! the delivery limit, or an explicit reject).
@@ -24,6 +27,13 @@ pub mod routing {
     pub const OUTBOUND: &str = "outbound";
     pub const STATUS: &str = "status";
     pub const REJECTED: &str = "rejected";
+    pub const HELD: &str = "held";
+    pub const RECEIPT: &str = "receipt";
+
+    /// The routing key of the retry-ladder step that delays by `ms`.
+    pub fn retry(ms: u64) -> String {
+        format!("retry.{ms}")
+    }
     pub const DEAD: &str = "dead";
 }
 
@@ -44,11 +54,29 @@ pub struct Topology {
     pub statuses: String,
     pub rejected: String,
     pub dlq: String,
+    /// Jobs of tenants whose sending is paused (token invalid), until resumed.
+    pub held: String,
+    /// Read receipts / typing indicators for the dispatcher (best effort, short-lived).
+    pub receipts: String,
+    /// The retry ladder: (delay in ms, queue), ascending.
+    pub retry_steps: Vec<(u64, String)>,
 }
 
+/// How long a read receipt may wait before it is pointless (the typing indicator lasts 25 s).
+pub const RECEIPT_TTL_MS: i64 = 20_000;
+
 impl Topology {
+    /// The topology with the default retry ladder (1 s doubling to 5 min).
     pub fn new(namespace: &str) -> Self {
+        Self::with_retry_steps(namespace, &ladder(1_000, 300_000))
+    }
+
+    /// The topology with the given retry-ladder delays (ms).
+    pub fn with_retry_steps(namespace: &str, steps_ms: &[u64]) -> Self {
         Self {
+            held: format!("{namespace}.held"),
+            receipts: format!("{namespace}.receipts"),
+            retry_steps: steps_ms.iter().map(|ms| (*ms, format!("{namespace}.retry.{ms}"))).collect(),
             events_exchange: format!("{namespace}.events"),
             dead_letter_exchange: format!("{namespace}.dlx"),
             inbound: format!("{namespace}.inbound"),
@@ -60,8 +88,24 @@ impl Topology {
     }
 
     /// Every queue, for tools and tests.
-    pub fn queues(&self) -> [&str; 5] {
-        [&self.inbound, &self.outbound, &self.statuses, &self.rejected, &self.dlq]
+    pub fn queues(&self) -> Vec<&str> {
+        let mut q = vec![
+            self.inbound.as_str(),
+            &self.outbound,
+            &self.statuses,
+            &self.rejected,
+            &self.dlq,
+            &self.held,
+            &self.receipts,
+        ];
+        q.extend(self.retry_steps.iter().map(|(_, name)| name.as_str()));
+        q
+    }
+
+    /// The smallest ladder step of at least `ms` (the longest step when none is).
+    pub fn retry_step_at_least(&self, ms: u64) -> u64 {
+        let last = self.retry_steps.last().map(|s| s.0).unwrap_or(ms);
+        self.retry_steps.iter().map(|(d, _)| *d).find(|d| *d >= ms).unwrap_or(last)
     }
 
     /// Declares everything. Idempotent: the same arguments every time (RabbitMQ refuses a
@@ -91,7 +135,25 @@ impl Topology {
         let mut parking = quorum_args();
         parking.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(PARKING_DELIVERY_LIMIT));
         self.declare_bound(channel, &self.rejected, parking.clone(), &self.events_exchange, routing::REJECTED).await?;
-        self.declare_bound(channel, &self.dlq, parking, &self.dead_letter_exchange, routing::DEAD).await?;
+        self.declare_bound(channel, &self.dlq, parking.clone(), &self.dead_letter_exchange, routing::DEAD).await?;
+        self.declare_bound(channel, &self.held, parking, &self.events_exchange, routing::HELD).await?;
+
+        // The retry ladder: one queue per delay, nobody consumes them; a message expires at the
+        // head after the queue's fixed TTL and is dead-lettered back to the outbound queue. A
+        // fixed TTL per queue (not per message) keeps expiry in order. Classic queues: their
+        // TTL dead-lettering is the long-standing mechanism (quorum queues dead-letter at most
+        // once by default); durable, and the messages are persistent.
+        for (ms, queue) in &self.retry_steps {
+            let mut args = FieldTable::default();
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(*ms as i64));
+            args.insert("x-dead-letter-exchange".into(), long_string(&self.events_exchange));
+            args.insert("x-dead-letter-routing-key".into(), long_string(routing::OUTBOUND));
+            self.declare_bound(channel, queue, args, &self.events_exchange, &routing::retry(*ms)).await?;
+        }
+        // Receipts are worthless after a few seconds: expire them rather than send them late.
+        let mut args = FieldTable::default();
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(RECEIPT_TTL_MS));
+        self.declare_bound(channel, &self.receipts, args, &self.events_exchange, routing::RECEIPT).await?;
         Ok(())
     }
 
@@ -111,6 +173,19 @@ impl Topology {
             .await?;
         Ok(())
     }
+}
+
+/// The ladder's delays: `base_ms` doubling up to `max_ms` (which is always the last step).
+pub fn ladder(base_ms: u64, max_ms: u64) -> Vec<u64> {
+    let base = base_ms.max(1);
+    let mut steps = Vec::new();
+    let mut d = base;
+    while d < max_ms {
+        steps.push(d);
+        d = d.saturating_mul(2);
+    }
+    steps.push(max_ms.max(base));
+    steps
 }
 
 /// Quorum queues: replicated (Raft) when the broker is a cluster, and they track delivery counts

@@ -93,9 +93,29 @@ pub struct Settings {
 
     // --- dispatcher ---
     pub dispatcher_concurrency: usize,
+    /// Send attempts of one reply before it is dead-lettered (`send_retries_exhausted`).
     pub send_max_attempts: u32,
+    /// First delay of the retry ladder (each further step doubles it).
     pub send_backoff_base_ms: u64,
+    /// Longest delay of the retry ladder.
     pub send_backoff_max_ms: u64,
+    /// A reply older than this (from the user's newest message) is not sent: dead-lettered as
+    /// `expired`.
+    pub reply_max_age_secs: u64,
+    /// Messages per second per business phone number, all dispatcher replicas together.
+    pub rate_per_number: f64,
+    /// Burst allowed above that rate (messages at once).
+    pub rate_burst: u32,
+    /// Minimum spacing of messages to one user (WhatsApp's pair rate), after `pair_burst`.
+    pub pair_interval_ms: u64,
+    pub pair_burst: u32,
+    /// Safety margin before the end of WhatsApp's 24-hour window: replies later than
+    /// 24 h minus this after the user's last message are dead-lettered as `window_closed`.
+    pub window_margin_secs: u64,
+    /// Mark user messages as read (blue ticks) when the worker takes them.
+    pub mark_read: bool,
+    /// Show "typing…" while the reply is prepared (sent with the read receipt).
+    pub typing_indicator: bool,
     pub status_ttl_secs: u64,
     pub ledger_ttl_secs: u64,
 
@@ -146,9 +166,17 @@ impl Default for Settings {
             idempotency_ttl_secs: 7 * 24 * 3600,
             context_ttl_secs: 7 * 24 * 3600,
             dispatcher_concurrency: 32,
-            send_max_attempts: 6,
-            send_backoff_base_ms: 500,
-            send_backoff_max_ms: 30_000,
+            send_max_attempts: 10,
+            send_backoff_base_ms: 1_000,
+            send_backoff_max_ms: 300_000,
+            reply_max_age_secs: 2 * 3600,
+            rate_per_number: 80.0,
+            rate_burst: 8,
+            pair_interval_ms: 1_000,
+            pair_burst: 3,
+            window_margin_secs: 600,
+            mark_read: true,
+            typing_indicator: true,
             status_ttl_secs: 30 * 24 * 3600,
             ledger_ttl_secs: 7 * 24 * 3600,
             shutdown_timeout_ms: 25_000,
@@ -257,6 +285,11 @@ impl Settings {
             ("SWITCHBOARD_STATUS_TTL_SECS", self.status_ttl_secs),
             ("SWITCHBOARD_LEDGER_TTL_SECS", self.ledger_ttl_secs),
             ("SWITCHBOARD_MAX_BODY_BYTES", self.max_body_bytes as u64),
+            ("SWITCHBOARD_SEND_BACKOFF_BASE_MS", self.send_backoff_base_ms),
+            ("SWITCHBOARD_REPLY_MAX_AGE_SECS", self.reply_max_age_secs),
+            ("SWITCHBOARD_PAIR_INTERVAL_MS", self.pair_interval_ms),
+            ("SWITCHBOARD_RATE_BURST", self.rate_burst as u64),
+            ("SWITCHBOARD_PAIR_BURST", self.pair_burst as u64),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
@@ -269,6 +302,18 @@ impl Settings {
             if value > u16::MAX as usize {
                 return Err(invalid(key, "at most 65535"));
             }
+        }
+        if !(self.rate_per_number > 0.0 && self.rate_per_number <= 100_000.0) {
+            return Err(invalid("SWITCHBOARD_RATE_PER_NUMBER", "must be between 0 and 100000 messages per second"));
+        }
+        if self.send_backoff_max_ms < self.send_backoff_base_ms {
+            return Err(invalid(
+                "SWITCHBOARD_SEND_BACKOFF_MAX_MS",
+                "must be at least SWITCHBOARD_SEND_BACKOFF_BASE_MS",
+            ));
+        }
+        if self.window_margin_secs >= 24 * 3600 {
+            return Err(invalid("SWITCHBOARD_WINDOW_MARGIN_SECS", "must be less than 24 hours"));
         }
         if self.turn_max_delay_ms < self.coalesce_window_ms {
             return Err(invalid("SWITCHBOARD_TURN_MAX_DELAY_MS", "must be at least SWITCHBOARD_COALESCE_WINDOW_MS"));

@@ -16,6 +16,10 @@ pub struct Tenant {
     pub access_token: Option<Secret>,
     pub system_prompt: String,
     pub llm_model: String,
+    /// Mark user messages read when taken.
+    pub mark_read: bool,
+    /// Show the typing indicator with the read receipt.
+    pub typing_indicator: bool,
 }
 
 /// Lookup of tenants by id and by business phone number id.
@@ -56,6 +60,8 @@ impl Tenants {
             access_token: settings.access_token.clone(),
             system_prompt: settings.system_prompt.clone(),
             llm_model: settings.llm_model.clone(),
+            mark_read: settings.mark_read,
+            typing_indicator: settings.typing_indicator,
         }])
     }
 

@@ -8,7 +8,9 @@
 //!   permanent failures and exhausted retries go to the DLQ with code and attempt count.
 //! * [`statuses`]: consumes `{ns}.statuses` and keeps a monotonic status per outbound message.
 
+mod receipts;
 mod send;
+mod settle;
 mod statuses;
 
 use std::sync::Arc;
@@ -68,16 +70,43 @@ pub async fn run(
         drain_timeout: settings.shutdown_timeout(),
         tag: "statuses".into(),
     };
+    let receipts = ConsumerConfig {
+        queue: topology.receipts.clone(),
+        prefetch: 64,
+        concurrency: 16,
+        drain_timeout: settings.shutdown_timeout(),
+        tag: "receipts".into(),
+    };
     let d1 = dispatcher.clone();
-    let d2 = dispatcher;
+    let d2 = dispatcher.clone();
+    let d3 = dispatcher;
     tokio::join!(
         consume::run(bus.clone(), outbound, shutdown.clone(), move |delivery| {
             let d = d1.clone();
             async move { d.handle_outbound(delivery).await }
         }),
-        consume::run(bus, statuses, shutdown, move |delivery| {
+        consume::run(bus.clone(), statuses, shutdown.clone(), move |delivery| {
             let d = d2.clone();
             async move { d.handle_status(delivery).await }
         }),
+        consume::run(bus, receipts, shutdown, move |delivery| {
+            let d = d3.clone();
+            async move { d.handle_receipt(delivery).await }
+        }),
     );
+}
+
+/// Lifts a tenant's pause and sends its held replies back to the outbound queue (oldest
+/// first). Returns how many were released. Replies that grew too old meanwhile are then
+/// dead-lettered as `expired` by the dispatcher; none is sent twice (send ledger).
+pub async fn resume_tenant(
+    bus: &Bus,
+    store: &Store,
+    tenant: &str,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    store.resume_tenant(tenant).await?;
+    let filter = switchboard_bus::parked::Filter { reason: None, tenant: Some(tenant.to_string()) };
+    let released = bus.redrive(&bus.topology().held.clone(), &filter).await?;
+    tracing::info!(tenant, released, "tenant resumed");
+    Ok(released)
 }

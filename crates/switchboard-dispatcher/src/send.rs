@@ -1,25 +1,26 @@
-//! Sending one reply: split, claim each part, send with retries, record, or dead-letter.
+//! Sending one reply: checks (pause, age, 24-hour window), then each part under its ledger
+//! claim and the rate limits; failures go to the retry ladder, the held queue or the DLQ by
+//! their WhatsApp error class.
 
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
-use switchboard_bus::{BusError, Delivery};
-use switchboard_domain::{now_ms, split_message, DeadLetter, DeadLetterReason, OutboundJob, MAX_TEXT_CHARS};
+use switchboard_bus::{headers::names, BusError, Delivery};
+use switchboard_domain::{now_ms, split_message, DeadLetterReason, OutboundJob, MAX_TEXT_CHARS};
 use switchboard_store::{
     lease::{Acquired, Lease},
-    ClaimKey, StoreError,
+    ClaimKey, Rate, StoreError,
 };
-use switchboard_whatsapp::{GraphError, SendOk, TextMessage};
+use switchboard_whatsapp::{ErrorClass, GraphError, SendOk, TextMessage};
 use tracing::Instrument;
 
-use crate::Dispatcher;
+use crate::{settle::Fate, Dispatcher};
 
-/// Longest wait between send attempts asked by a `Retry-After`.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// WhatsApp's 24-hour customer service window.
+const WINDOW_SECS: i64 = 24 * 3600;
 
 /// Why a job goes back to the queue unfinished.
 #[derive(Debug, thiserror::Error)]
-enum Requeue {
+pub(crate) enum Requeue {
     #[error("broker: {0}")]
     Bus(#[from] BusError),
     #[error("redis: {0}")]
@@ -30,10 +31,22 @@ enum Requeue {
     Shutdown,
 }
 
-/// The end of a send attempt that does not requeue.
-enum Outcome {
-    Sent { parts: usize },
-    DeadLettered,
+/// Attempt bookkeeping carried in headers across the retry ladder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempts {
+    /// Send attempts already made before this delivery.
+    pub before: u32,
+    pub first_at_ms: i64,
+}
+
+impl Attempts {
+    fn from_headers(delivery: &Delivery) -> Self {
+        let h = &delivery.headers;
+        Self {
+            before: h.get(names::ATTEMPTS).and_then(|v| v.parse().ok()).unwrap_or(0),
+            first_at_ms: h.get(names::FIRST_ATTEMPT_AT).and_then(|v| v.parse().ok()).unwrap_or_else(now_ms),
+        }
+    }
 }
 
 impl Dispatcher {
@@ -42,24 +55,11 @@ impl Dispatcher {
             Ok(job) => job,
             Err(error) => {
                 tracing::error!(%error, "undecodable outbound job; dead-lettering");
-                let info = DeadLetter {
-                    reason: DeadLetterReason::Undecodable,
-                    tenant_id: None,
-                    error_code: None,
-                    last_error: "undecodable json".into(),
-                    attempts: 0,
-                    first_attempt_at_ms: now_ms(),
-                    dead_lettered_at_ms: now_ms(),
-                    source_queue: delivery.queue.clone(),
-                };
-                // If even the DLQ is unreachable, reject: the queue dead-letters it natively.
-                let _ = match self.park(&delivery, &info).await {
-                    Ok(()) => delivery.ack().await,
-                    Err(_) => delivery.reject().await,
-                };
+                self.park_undecodable(&delivery).await;
                 return;
             }
         };
+        let attempts = Attempts::from_headers(&delivery);
         let span = tracing::info_span!(
             "send reply",
             messaging.system = "rabbitmq",
@@ -69,13 +69,14 @@ impl Dispatcher {
             tenant = %job.tenant_id,
             conversation = %job.conversation,
             reply.kind = ?job.kind,
+            attempt = attempts.before + 1,
             outcome = tracing::field::Empty,
         );
         switchboard_telemetry::extract(&delivery.headers, &span);
         async {
             let mut pause = Duration::from_millis(100);
             let result = loop {
-                match self.send_job(&job, &delivery).await {
+                match self.send_job(&job, &delivery, attempts).await {
                     // Redis or broker trouble: retry here rather than give the job back, which
                     // would count toward the queue's delivery limit.
                     Err(e @ (Requeue::Bus(_) | Requeue::Store(_))) if !self.inner.shutdown.is_cancelled() => {
@@ -87,22 +88,15 @@ impl Dispatcher {
                 }
             };
             match result {
-                Ok(outcome) => {
-                    let label = match outcome {
-                        Outcome::Sent { parts } => {
-                            tracing::info!(parts, "reply sent");
-                            "sent"
-                        }
-                        Outcome::DeadLettered => "dead_lettered",
-                    };
-                    tracing::Span::current().record("outcome", label);
+                Ok(fate) => {
+                    tracing::Span::current().record("outcome", fate.label());
                     if let Err(error) = delivery.ack().await {
                         tracing::warn!(%error, "ack failed after the job was settled");
                     }
                 }
                 Err(reason) => {
                     tracing::warn!(error = %reason, "reply not finished; requeueing");
-                    if !matches!(reason, Requeue::Shutdown) {
+                    if matches!(reason, Requeue::Busy) {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                     let _ = delivery.requeue().await;
@@ -113,37 +107,60 @@ impl Dispatcher {
         .await
     }
 
-    async fn send_job(&self, job: &OutboundJob, delivery: &Delivery) -> Result<Outcome, Requeue> {
+    async fn send_job(&self, job: &OutboundJob, delivery: &Delivery, attempts: Attempts) -> Result<Fate, Requeue> {
         let s = &self.inner.settings;
-        let Some(token) = self.inner.tenants.get(&job.tenant_id).and_then(|t| t.access_token.clone()) else {
-            let info = self.dead_letter_info(
-                job,
-                delivery,
-                DeadLetterReason::UnknownTenant,
-                None,
-                "no access token for tenant".into(),
-                0,
-            );
-            self.park(delivery, &info).await?;
-            return Ok(Outcome::DeadLettered);
+        let store = &self.inner.store;
+        let Some(tenant) = self.inner.tenants.get(&job.tenant_id).cloned() else {
+            return self
+                .dead_letter(job, delivery, attempts, DeadLetterReason::UnknownTenant, None, "unknown tenant")
+                .await;
         };
+        let Some(token) = tenant.access_token.clone() else {
+            return self
+                .dead_letter(job, delivery, attempts, DeadLetterReason::UnknownTenant, None, "no access token")
+                .await;
+        };
+        if store.tenant_paused(&job.tenant_id).await?.is_some() {
+            return self.hold(job, delivery).await;
+        }
+        let now = now_ms();
+        let born = if job.last_received_at_ms > 0 { job.last_received_at_ms } else { job.created_at_ms };
+        if now - born > s.reply_max_age_secs as i64 * 1000 {
+            return self.dead_letter(job, delivery, attempts, DeadLetterReason::Expired, None, "reply too old").await;
+        }
+        let last_inbound =
+            store.last_inbound(&job.tenant_id, &job.conversation).await?.unwrap_or(0).max(job.user_timestamp);
+        if now / 1000 - last_inbound > WINDOW_SECS - s.window_margin_secs as i64 {
+            return self
+                .dead_letter(job, delivery, attempts, DeadLetterReason::WindowClosed, None, "24-hour window closed")
+                .await;
+        }
+
         let parts = split_message(&job.body, MAX_TEXT_CHARS);
-        let first_attempt_at = now_ms();
         for (index, part) in parts.iter().enumerate() {
             let key = ClaimKey::send(&job.tenant_id, &job.reply_id, index);
-            let lease =
-                match Lease::acquire(&self.inner.store, key, s.claim_lease(), s.claim_lease() + s.claim_lease() / 2)
-                    .await?
-                {
-                    Acquired::Done(_) => continue, // sent before a crash or by a duplicate job
-                    Acquired::Busy => return Err(Requeue::Busy),
-                    Acquired::Lease(lease) => lease,
-                };
-            if self.inner.shutdown.is_cancelled() {
+            let wait = s.claim_lease() + s.claim_lease() / 2;
+            let lease = match Lease::acquire(store, key, s.claim_lease(), wait).await? {
+                Acquired::Done(_) => continue, // sent before a crash, or by a duplicate job
+                Acquired::Busy => return Err(Requeue::Busy),
+                Acquired::Lease(lease) => lease,
+            };
+            if let Err(stop) = self.wait_for_rate(job).await {
                 let _ = lease.release().await;
-                return Err(Requeue::Shutdown);
+                return Err(stop);
             }
-            let (result, attempts) = self.send_part(token.expose(), job, part, &lease).await;
+            let message =
+                TextMessage { to: &job.to, body: part, reply_to: None, biz_opaque_callback_data: Some(&job.reply_id) };
+            let result = self
+                .inner
+                .graph
+                .send_text(token.expose(), &job.phone_number_id, &message)
+                .instrument(tracing::info_span!(
+                    "POST /{phone_number_id}/messages",
+                    http.request.method = "POST",
+                    part = index
+                ))
+                .await;
             let result = match result {
                 // Accepted, but the body was unreadable: the message was most likely sent, so it
                 // is recorded as sent (wamid unknown) rather than dead-lettered and resent.
@@ -151,108 +168,159 @@ impl Dispatcher {
                 other => other,
             };
             match result {
-                Ok(sent) => {
-                    // The ledger write that makes a redelivery skip this part. A crash between
-                    // Meta's 200 and this write is the one window where a part can go out twice,
-                    // so the write is retried here for as long as it takes.
-                    let (key, token) =
-                        (ClaimKey::send(&job.tenant_id, &job.reply_id, index), lease.token().to_string());
-                    let ttl = Duration::from_secs(s.ledger_ttl_secs);
-                    let mut written = lease.complete(&sent.wamid, ttl).await.map(|_| ());
-                    let mut pause = Duration::from_millis(100);
-                    while let Err(error) = written {
-                        tracing::warn!(%error, part = index, "cannot record a sent part yet; retrying");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(5));
-                        written = self.inner.store.complete(&key, &token, &sent.wamid, ttl).await.map(|_| ());
-                    }
-                }
+                Ok(sent) => self.record_part(job, index, &sent.wamid, lease).await,
                 Err(error) => {
-                    let lost = lease.is_lost();
                     let _ = lease.release().await;
-                    if lost {
-                        // Another replica owns this part now; it decides its fate.
-                        return Err(Requeue::Busy);
-                    }
-                    if self.inner.shutdown.is_cancelled() && error.class().is_retryable() {
-                        return Err(Requeue::Shutdown);
-                    }
-                    let reason = if error.class().is_retryable() {
-                        DeadLetterReason::SendRetriesExhausted
-                    } else {
-                        DeadLetterReason::SendPermanent
-                    };
-                    tracing::error!(%error, class = ?error.class(), attempts, part = index, "send failed; dead-lettering");
-                    let mut info =
-                        self.dead_letter_info(job, delivery, reason, error.code(), error.to_string(), attempts);
-                    info.first_attempt_at_ms = first_attempt_at;
-                    self.park(delivery, &info).await?;
-                    return Ok(Outcome::DeadLettered);
+                    return self.failed(job, delivery, attempts, &error).await;
                 }
             }
         }
-        Ok(Outcome::Sent { parts: parts.len() })
+        tracing::info!(parts = parts.len(), "reply sent");
+        Ok(Fate::Sent)
     }
 
-    /// One part, with retries of transient failures. Returns the result and the attempts made.
-    async fn send_part(
-        &self,
-        token: &str,
-        job: &OutboundJob,
-        body: &str,
-        lease: &Lease,
-    ) -> (Result<SendOk, GraphError>, u32) {
+    /// Waits for a slot of the phone number's rate and of the recipient's pair rate.
+    async fn wait_for_rate(&self, job: &OutboundJob) -> Result<(), Requeue> {
         let s = &self.inner.settings;
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(s.send_backoff_base_ms))
-            .with_max_delay(Duration::from_millis(s.send_backoff_max_ms))
-            .with_max_times(s.send_max_attempts.saturating_sub(1) as usize)
-            .with_jitter();
-        let message = TextMessage { to: &job.to, body, reply_to: None, biz_opaque_callback_data: Some(&job.reply_id) };
-        let shutdown = self.inner.shutdown.clone();
-        let mut attempts = 0u32;
-        let result = (|| {
-            attempts += 1;
-            self.inner
-                .graph
-                .send_text(token, &job.phone_number_id, &message)
-                .instrument(tracing::info_span!("POST /{phone_number_id}/messages", http.request.method = "POST"))
-        })
-        .retry(backoff)
-        .when(|e: &GraphError| e.class().is_retryable() && !shutdown.is_cancelled() && !lease.is_lost())
-        .adjust(|e, planned| match e {
-            GraphError::Api { retry_after: Some(after), .. } => Some((*after).min(MAX_RETRY_AFTER)),
-            _ => planned,
-        })
-        .notify(|error, delay| tracing::warn!(%error, ?delay, "send failed; retrying"))
-        .await;
-        (result, attempts)
+        let number = Rate { per_second: s.rate_per_number, burst: s.rate_burst };
+        let pair = Rate { per_second: 1000.0 / s.pair_interval_ms.max(1) as f64, burst: s.pair_burst };
+        let (number_key, pair_key) =
+            (number_bucket(&job.phone_number_id), pair_bucket(&job.tenant_id, &job.conversation));
+        let (a, b) =
+            tokio::try_join!(self.inner.store.reserve(&number_key, number), self.inner.store.reserve(&pair_key, pair))?;
+        let wait = a.max(b);
+        if wait > Duration::ZERO {
+            tracing::debug!(?wait, "waiting for the rate limit");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.shutdown.cancelled() => return Err(Requeue::Shutdown),
+            }
+        }
+        Ok(())
     }
 
-    fn dead_letter_info(
-        &self,
-        job: &OutboundJob,
-        delivery: &Delivery,
-        reason: DeadLetterReason,
-        error_code: Option<i64>,
-        last_error: String,
-        attempts: u32,
-    ) -> DeadLetter {
-        DeadLetter {
-            reason,
-            tenant_id: Some(job.tenant_id.clone()),
-            error_code,
-            last_error,
-            attempts,
-            first_attempt_at_ms: job.created_at_ms,
-            dead_lettered_at_ms: now_ms(),
-            source_queue: delivery.queue.clone(),
+    /// The ledger write that makes a redelivery skip this part. A crash between Meta's 200
+    /// and this write is the one window where a part can go out twice, so the write is retried
+    /// here for as long as it takes.
+    async fn record_part(&self, job: &OutboundJob, index: usize, wamid: &str, lease: Lease) {
+        let s = &self.inner.settings;
+        let store = &self.inner.store;
+        let (key, token) = (ClaimKey::send(&job.tenant_id, &job.reply_id, index), lease.token().to_string());
+        let ttl = Duration::from_secs(s.ledger_ttl_secs);
+        let mut written = lease.complete(wamid, ttl).await.map(|_| ());
+        let mut pause = Duration::from_millis(100);
+        while let Err(error) = written {
+            tracing::warn!(%error, part = index, "cannot record a sent part yet; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+            written = store.complete(&key, &token, wamid, ttl).await.map(|_| ());
+        }
+        // Lets a later `failed` status with a retryable code send this part again.
+        let keep = Duration::from_secs(s.reply_max_age_secs);
+        if let Err(error) = store.record_sent(job, wamid, index, keep).await {
+            tracing::warn!(%error, "cannot index the sent part (a later failed status will not be retried)");
         }
     }
 
-    async fn park(&self, delivery: &Delivery, info: &DeadLetter) -> Result<(), Requeue> {
-        let bus = &self.inner.bus;
-        bus.publish(bus.dead_letter(delivery.body.clone(), delivery.headers.clone(), info)).await?;
-        Ok(())
+    /// What a failed send leads to, by WhatsApp error class.
+    async fn failed(
+        &self,
+        job: &OutboundJob,
+        delivery: &Delivery,
+        attempts: Attempts,
+        error: &GraphError,
+    ) -> Result<Fate, Requeue> {
+        let s = &self.inner.settings;
+        let store = &self.inner.store;
+        let class = error.class();
+        let made = attempts.before + 1;
+        tracing::warn!(%error, %class, attempt = made, "send failed");
+        match class {
+            ErrorClass::TokenInvalid => {
+                store.pause_tenant(&job.tenant_id, &format!("token_invalid:{}", error.code().unwrap_or(0))).await?;
+                tracing::error!(
+                    alert = "tenant_paused",
+                    tenant = %job.tenant_id,
+                    code = error.code(),
+                    "the Graph API refused the tenant's access token; its sending is paused until resumed"
+                );
+                self.hold(job, delivery).await
+            }
+            ErrorClass::WindowClosed => {
+                self.dead_letter(
+                    job,
+                    delivery,
+                    Attempts { before: made, ..attempts },
+                    DeadLetterReason::WindowClosed,
+                    error.code(),
+                    &error.to_string(),
+                )
+                .await
+            }
+            ErrorClass::Permanent => {
+                self.dead_letter(
+                    job,
+                    delivery,
+                    Attempts { before: made, ..attempts },
+                    DeadLetterReason::SendPermanent,
+                    error.code(),
+                    &error.to_string(),
+                )
+                .await
+            }
+            ErrorClass::Transient | ErrorClass::Throughput | ErrorClass::PairRate => {
+                if made >= s.send_max_attempts {
+                    return self
+                        .dead_letter(
+                            job,
+                            delivery,
+                            Attempts { before: made, ..attempts },
+                            DeadLetterReason::SendRetriesExhausted,
+                            error.code(),
+                            &error.to_string(),
+                        )
+                        .await;
+                }
+                // At least: what the error asks for, then exponential by attempt (with jitter).
+                let mut at_least = match error {
+                    GraphError::Api { retry_after: Some(after), .. } => *after,
+                    _ => Duration::ZERO,
+                };
+                match class {
+                    ErrorClass::Throughput => {
+                        // Slow the whole phone number down, for every replica.
+                        let penalty = Duration::from_millis(s.send_backoff_base_ms);
+                        store.penalize(&number_bucket(&job.phone_number_id), penalty).await?;
+                        at_least = at_least.max(penalty);
+                    }
+                    ErrorClass::PairRate => {
+                        // Only this recipient waits: ≥ 6 s, growing 4^n as Meta suggests.
+                        let penalty = Duration::from_secs(6 * 4u64.pow(attempts.before.min(4)));
+                        store.penalize(&pair_bucket(&job.tenant_id, &job.conversation), penalty).await?;
+                        at_least = at_least.max(penalty);
+                    }
+                    _ => {}
+                }
+                self.retry_later(
+                    job,
+                    delivery,
+                    Attempts { before: made, ..attempts },
+                    at_least,
+                    error.code(),
+                    &error.to_string(),
+                )
+                .await
+            }
+        }
     }
+}
+
+/// The rate bucket of one business phone number.
+pub(crate) fn number_bucket(phone_number_id: &str) -> String {
+    format!("pn:{phone_number_id}")
+}
+
+/// The pair-rate bucket of one recipient (by pseudonymous conversation key).
+pub(crate) fn pair_bucket(tenant: &str, conversation: &str) -> String {
+    format!("pair:{tenant}:{conversation}")
 }

@@ -3,13 +3,41 @@
 use std::time::Duration;
 
 use switchboard_bus::Delivery;
-use switchboard_domain::StatusEvent;
+use switchboard_bus::{headers::names, topology::routing};
+use switchboard_domain::{now_ms, StatusEvent};
 use switchboard_store::StatusUpdate;
+use switchboard_whatsapp::classify;
 use tracing::Instrument;
 
 use crate::Dispatcher;
 
 impl Dispatcher {
+    /// A `failed` status with a retryable code (e.g. 131000, 131016, 130429) sends the part
+    /// again through the retry ladder; a permanent one stays recorded. Only while the sent job
+    /// is still remembered (`SWITCHBOARD_REPLY_MAX_AGE_SECS`).
+    async fn retry_failed(&self, event: &StatusEvent) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let retryable = event.error_codes.iter().any(|c| classify(None, Some(*c)).is_retryable());
+        if !retryable {
+            return Ok(());
+        }
+        let store = &self.inner.store;
+        let Some((job, part)) = store.sent_part(&event.tenant_id, &event.wamid).await? else { return Ok(()) };
+        store.unsend_part(&job.tenant_id, &job.reply_id, part).await?;
+        let topology = self.inner.bus.topology();
+        let delay = topology.retry_steps.first().map(|s| s.0).unwrap_or(1_000);
+        let mut message = self.inner.bus.event(&routing::retry(delay), &job)?;
+        message.message_id = Some(job.reply_id.clone());
+        message.headers.insert(names::ATTEMPTS.into(), "1".into());
+        message.headers.insert(names::FIRST_ATTEMPT_AT.into(), now_ms().to_string());
+        if let Some(code) = event.error_codes.first() {
+            message.headers.insert(names::ERROR_CODE.into(), code.to_string());
+        }
+        switchboard_telemetry::inject(&mut message.headers);
+        self.inner.bus.publish(message).await?;
+        tracing::info!(reply_id = %job.reply_id, part, "failed message scheduled to be sent again");
+        Ok(())
+    }
+
     pub(crate) async fn handle_status(&self, delivery: Delivery) {
         let event: StatusEvent = match serde_json::from_slice(&delivery.body) {
             Ok(ev) => ev,
@@ -57,6 +85,9 @@ impl Dispatcher {
             Ok(record) => {
                 if event.status == "failed" {
                     tracing::warn!(codes = ?event.error_codes, reply_id = ?event.reply_id, "outbound message failed");
+                    if let Err(error) = self.retry_failed(event).await {
+                        tracing::warn!(%error, "cannot schedule the failed message for a retry");
+                    }
                 } else {
                     tracing::debug!(current = %record.status, ignored = record.regressed_ignored, "status recorded");
                 }

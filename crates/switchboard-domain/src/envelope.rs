@@ -88,6 +88,15 @@ pub struct StatusEvent {
     pub received_at_ms: i64,
 }
 
+/// Mark a user message read (and show "typing…"): best effort, sent by the dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadReceipt {
+    pub tenant_id: String,
+    pub phone_number_id: String,
+    pub wamid: String,
+    pub typing: bool,
+}
+
 /// Why a reply exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -152,6 +161,10 @@ pub enum DeadLetterReason {
     Undecodable,
     /// A message names a tenant this deployment does not know (configuration changed).
     UnknownTenant,
+    /// The reply would fall outside WhatsApp's 24-hour customer service window.
+    WindowClosed,
+    /// The reply grew older than `SWITCHBOARD_REPLY_MAX_AGE_SECS` before it could be sent.
+    Expired,
 }
 
 impl DeadLetterReason {
@@ -162,6 +175,8 @@ impl DeadLetterReason {
             Self::SendRetriesExhausted => "send_retries_exhausted",
             Self::Undecodable => "undecodable",
             Self::UnknownTenant => "unknown_tenant",
+            Self::WindowClosed => "window_closed",
+            Self::Expired => "expired",
         }
     }
 }

@@ -52,12 +52,18 @@ impl MessageState {
     }
 }
 
-/// `KEYS[1]` msg state, `KEYS[2]` pending, `KEYS[3]` events; `ARGV[1]` wamid, `ARGV[2]` score,
-/// `ARGV[3]` event JSON, `ARGV[4]` ttl ms. Returns the message state when it has one (nothing
-/// queued), else nil after queueing it (idempotent).
+/// `KEYS[1]` msg state, `KEYS[2]` pending, `KEYS[3]` events, `KEYS[4]` window; `ARGV[1]` wamid,
+/// `ARGV[2]` score, `ARGV[3]` event JSON, `ARGV[4]` ttl ms, `ARGV[5]` user timestamp (s),
+/// `ARGV[6]` window key ttl ms. Records the user's latest inbound time (the 24-hour window),
+/// then returns the message state when it has one (nothing queued), else nil after queueing it
+/// (idempotent).
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+local last = tonumber(redis.call('GET', KEYS[4]) or '0')
+if tonumber(ARGV[5]) > last then
+  redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
+end
 local st = redis.call('GET', KEYS[1])
 if st then return st end
 redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
@@ -139,6 +145,9 @@ return 1
 /// The sort score of a pending message: the user's timestamp (seconds), then the arrival
 /// offset in ms after it (capped at 99.999 s), so equal timestamps keep their arrival order.
 /// Stays below 2^53 for any real timestamp, so the double in Redis is exact.
+/// The window key outlives WhatsApp's 24-hour window by an hour.
+const WINDOW_KEY_TTL_MS: u64 = 25 * 3600 * 1000;
+
 fn score(event: &InboundEvent) -> i64 {
     let offset = (event.received_at_ms - event.timestamp * 1000).clamp(0, 99_999);
     event.timestamp * 100_000 + offset
@@ -156,10 +165,13 @@ impl Store {
             .key(self.keys.message(t, c, &event.wamid))
             .key(self.keys.conv(t, c, "pending"))
             .key(self.keys.conv(t, c, "events"))
+            .key(self.keys.conv(t, c, "window"))
             .arg(&event.wamid)
             .arg(score(event))
             .arg(json)
             .arg(millis(ttl))
+            .arg(event.timestamp)
+            .arg(WINDOW_KEY_TTL_MS)
             .invoke_async(&mut conn)
             .await?;
         Ok(MessageState::parse(state))

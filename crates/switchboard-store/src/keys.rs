@@ -83,6 +83,26 @@ impl Keys {
         format!("{}:msg:{{{tenant}:{conversation}}}:{}", self.ns, message_ref(wamid))
     }
 
+    /// `{ns}:rate:{name}`: a rate-limit bucket.
+    pub(crate) fn rate(&self, name: &str) -> String {
+        format!("{}:rate:{name}", self.ns)
+    }
+
+    /// `{ns}:paused:{tenant}`
+    pub(crate) fn paused(&self, tenant: &str) -> String {
+        format!("{}:paused:{tenant}", self.ns)
+    }
+
+    /// `{ns}:sent:{tenant}:{message_ref}`
+    pub(crate) fn sent(&self, tenant: &str, wamid: &str) -> String {
+        format!("{}:sent:{tenant}:{}", self.ns, message_ref(wamid))
+    }
+
+    /// `{ns}:job:{tenant}:{reply_id}`
+    pub(crate) fn job(&self, tenant: &str, reply_id: &str) -> String {
+        format!("{}:job:{tenant}:{reply_id}", self.ns)
+    }
+
     /// `{ns}:status:{tenant}:{message_ref}` (the outbound wamid, hashed: it encodes the number).
     pub(crate) fn status(&self, tenant: &str, wamid: &str) -> String {
         format!("{}:status:{tenant}:{}", self.ns, message_ref(wamid))

@@ -40,9 +40,11 @@
 mod claim;
 mod context;
 mod conversation;
+mod dispatch;
 mod error;
 mod keys;
 pub mod lease;
+mod ratelimit;
 mod scripts;
 mod status;
 
@@ -56,6 +58,7 @@ pub use claim::ClaimOutcome;
 pub use conversation::MessageState;
 pub use error::StoreError;
 pub use keys::ClaimKey;
+pub use ratelimit::Rate;
 pub use status::{status_rank, StatusRecord, StatusUpdate};
 
 use keys::Keys;

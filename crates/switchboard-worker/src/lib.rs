@@ -53,7 +53,7 @@ pub(crate) struct Inner {
     pub held: held::Held,
     /// Conversations with a runner task in this process.
     pub running: Mutex<HashSet<ConvKey>>,
-    /// Bounds the turns running at once (fair: FIFO).
+    /// Bounds the turns generating at once (fair: FIFO); coalescing waits do not take one.
     pub turn_permits: Arc<Semaphore>,
     /// Tracks runner tasks, so the drain can wait for them.
     pub runners: TaskTracker,

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use switchboard_bus::{BusError, Delivery};
-use switchboard_domain::{message_ref, now_ms, DeadLetter, DeadLetterReason, InboundContent, InboundEvent};
+use switchboard_bus::{topology::routing, BusError, Delivery};
+use switchboard_domain::{
+    message_ref, now_ms, DeadLetter, DeadLetterReason, InboundContent, InboundEvent, ReadReceipt,
+};
 use switchboard_store::MessageState;
 
 use crate::Worker;
@@ -74,7 +76,10 @@ impl Worker {
                 tracing::debug!(parent: &span, ?state, "already handled");
                 let _ = delivery.ack().await;
             }
-            Ok(_) => {
+            Ok(state) => {
+                if state == MessageState::Open {
+                    self.send_read_receipt(&event);
+                }
                 let conv = (event.tenant_id.clone(), event.conversation.clone());
                 self.inner.held.hold(conv.clone(), event, delivery);
                 self.schedule(conv);
@@ -84,6 +89,29 @@ impl Worker {
                 let _ = delivery.requeue().await;
             }
         }
+    }
+
+    /// Asks the dispatcher to mark the message read (and show "typing…"), if the tenant wants
+    /// it. Best effort and in the background: it never delays or blocks the reply.
+    fn send_read_receipt(&self, event: &InboundEvent) {
+        let Some(tenant) = self.inner.tenants.get(&event.tenant_id) else { return };
+        if !tenant.mark_read {
+            return;
+        }
+        let receipt = ReadReceipt {
+            tenant_id: event.tenant_id.clone(),
+            phone_number_id: event.phone_number_id.clone(),
+            wamid: event.wamid.clone(),
+            typing: tenant.typing_indicator,
+        };
+        let bus = self.inner.bus.clone();
+        self.inner.spawn(async move {
+            if let Ok(message) = bus.event(routing::RECEIPT, &receipt) {
+                if let Err(error) = bus.publish(message).await {
+                    tracing::debug!(%error, "read receipt not queued (ignored)");
+                }
+            }
+        });
     }
 
     /// Parks a delivery's body in the DLQ with the reason and counters as headers.

@@ -37,6 +37,20 @@ enum Ran {
     More,
 }
 
+/// Marks a conversation as running here; unmarks it when dropped, even if the runner panics.
+struct Running {
+    worker: Worker,
+    conv: ConvKey,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.worker.inner.running.lock() {
+            running.remove(&self.conv);
+        }
+    }
+}
+
 impl Worker {
     /// Runs the conversation in a task of its own unless it already runs here. Turns of
     /// different conversations run in parallel, at most `SWITCHBOARD_WORKER_CONCURRENCY` at once,
@@ -50,15 +64,9 @@ impl Worker {
         }
         let worker = self.clone();
         self.inner.spawn(async move {
-            let permit = tokio::select! {
-                p = worker.inner.turn_permits.clone().acquire_owned() => p.ok(),
-                _ = worker.inner.shutdown.cancelled() => None,
-            };
-            let ran = match permit {
-                Some(_) => worker.run_conversation(&conv).await,
-                None => Ok(Ran::Idle),
-            };
-            worker.inner.running.lock().expect("running lock").remove(&conv);
+            let running = Running { worker: worker.clone(), conv: conv.clone() };
+            let ran = worker.run_conversation(&conv).await;
+            drop(running);
             match ran {
                 Ok(Ran::More) => worker.schedule(conv),
                 Ok(Ran::Idle) => {}
@@ -94,6 +102,20 @@ impl Worker {
             store.finish_turn(&job, state_ttl).await?;
         }
         let Some(batch) = self.coalesce(conv, lease).await? else { return Ok(Ran::Idle) };
+        // The coalescing wait costs nothing; the LLM call is what is bounded (and queued FIFO).
+        let _permit = tokio::select! {
+            p = self.inner.turn_permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = self.inner.shutdown.cancelled() => return Ok(Ran::Idle),
+        };
+        // Messages that arrived while waiting for the permit join this turn.
+        let batch = if self.inner.settings.coalesce_window_ms > 0 {
+            self.inner.store.pending_messages(&conv.0, &conv.1).await?
+        } else {
+            batch
+        };
+        if batch.is_empty() {
+            return Ok(Ran::Idle);
+        }
         let span = tracing::info_span!(
             "turn",
             tenant = %conv.0,

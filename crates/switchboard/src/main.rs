@@ -5,10 +5,14 @@
 //! switchboard worker      # inbound messages → LLM → outbound replies
 //! switchboard dispatcher  # outbound replies → Graph API; delivery statuses
 //! switchboard all         # the three roles in one process
+//! switchboard dlq list|show|redrive|purge   # operate the dead-letter queue
+//! switchboard tenant pause|resume ID        # stop / restart a tenant's sending
 //! ```
 //! Configuration comes from `SWITCHBOARD_*` variables (see `docs/configuration.md`).
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
+
+mod ops;
 
 use clap::{Parser, Subcommand};
 use switchboard_bus::{Bus, BusOptions};
@@ -29,7 +33,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+#[derive(Subcommand)]
 enum Command {
     /// Serve Meta's webhook (SWITCHBOARD_HTTP_ADDR).
     Ingress,
@@ -39,22 +43,50 @@ enum Command {
     Dispatcher,
     /// All three roles in one process (local use and demos).
     All,
+    /// Inspect and replay the dead-letter queue (and the rejected and held queues).
+    Dlq {
+        #[command(subcommand)]
+        command: ops::DlqCommand,
+    },
+    /// Pause or resume a tenant's sending.
+    Tenant {
+        #[command(subcommand)]
+        command: ops::TenantCommand,
+    },
 }
 
-impl Command {
+/// The role(s) a service command runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Service {
+    Ingress,
+    Worker,
+    Dispatcher,
+    All,
+}
+
+impl Service {
     fn roles(self) -> &'static [Role] {
         match self {
-            Command::Ingress => &[Role::Ingress],
-            Command::Worker => &[Role::Worker],
-            Command::Dispatcher => &[Role::Dispatcher],
-            Command::All => &[Role::Ingress, Role::Worker, Role::Dispatcher],
+            Service::Ingress => &[Role::Ingress],
+            Service::Worker => &[Role::Worker],
+            Service::Dispatcher => &[Role::Dispatcher],
+            Service::All => &[Role::Ingress, Role::Worker, Role::Dispatcher],
         }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load().and_then(|s| s.validate(cli.command.roles()).map(|()| s)) {
+    let service = match &cli.command {
+        Command::Ingress => Some(Service::Ingress),
+        Command::Worker => Some(Service::Worker),
+        Command::Dispatcher => Some(Service::Dispatcher),
+        Command::All => Some(Service::All),
+        Command::Dlq { .. } | Command::Tenant { .. } => None,
+    };
+    let roles = service.map(Service::roles).unwrap_or(&[]);
+    let checked = Settings::load().and_then(|s| if service.is_some() { s.validate(roles).map(|()| s) } else { Ok(s) });
+    let settings = match checked {
         Ok(s) => s,
         Err(error) => {
             eprintln!("switchboard: {error}");
@@ -69,7 +101,17 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        match run(cli.command, settings).await {
+        let result = match (service, cli.command) {
+            (Some(service), _) => run(service, settings).await,
+            (None, Command::Dlq { command }) => {
+                operate(&settings, "dlq", async |bus, _| ops::dlq(bus, command).await).await
+            }
+            (None, Command::Tenant { command }) => {
+                operate(&settings, "tenant", async |bus, store| ops::tenant(bus, store, command).await).await
+            }
+            (None, _) => unreachable!("every command is a service or an operation"),
+        };
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(error = %format!("{error:#}"), "switchboard stopped on an error");
@@ -80,7 +122,28 @@ fn main() -> ExitCode {
     })
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+fn bus_options(settings: &Settings, name: &str) -> BusOptions {
+    BusOptions {
+        operation_timeout: settings.publish_timeout(),
+        connection_name: format!("switchboard-{name}"),
+        retry_steps_ms: switchboard_bus::topology::ladder(settings.send_backoff_base_ms, settings.send_backoff_max_ms),
+    }
+}
+
+/// Runs an operator command with a connected bus and store.
+async fn operate(
+    settings: &Settings,
+    name: &str,
+    op: impl AsyncFnOnce(&Bus, &Store) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let bus = Bus::connect(settings.amqp_url.expose(), &settings.namespace, bus_options(settings, name)).await?;
+    let store = Store::connect(settings.redis_url.expose(), &settings.namespace, 2).await?;
+    let result = op(&bus, &store).await;
+    bus.close().await;
+    result
+}
+
+async fn run(command: Service, settings: Settings) -> anyhow::Result<()> {
     let format = match settings.log_format {
         LogFormat::Json => switchboard_telemetry::Format::Json,
         LogFormat::Text => switchboard_telemetry::Format::Text,
@@ -90,20 +153,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(watch_signals(shutdown.clone()));
 
     let tenants = Arc::new(Tenants::from_settings(&settings));
-    let bus = Bus::new_lazy(
-        settings.amqp_url.expose(),
-        &settings.namespace,
-        BusOptions {
-            operation_timeout: settings.publish_timeout(),
-            connection_name: format!("switchboard-{}", name(command)),
-        },
-    );
+    let bus = Bus::new_lazy(settings.amqp_url.expose(), &settings.namespace, bus_options(&settings, name(command)));
     let Some(store) = connect_store(&settings, &shutdown).await else {
         return Ok(()); // shut down while waiting for Redis
     };
 
     let ingress = async {
-        if !matches!(command, Command::Ingress | Command::All) {
+        if !matches!(command, Service::Ingress | Service::All) {
             return Ok(());
         }
         let listener = std::net::TcpListener::bind(settings.http_addr)
@@ -113,7 +169,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             .map_err(anyhow::Error::from)
     };
     let worker = async {
-        if matches!(command, Command::Worker | Command::All) {
+        if matches!(command, Service::Worker | Service::All) {
             let llm = LlmClient::new(
                 &settings.llm_base_url,
                 Some(settings.llm_api_key.expose()).filter(|k| !k.is_empty()),
@@ -125,7 +181,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Ok::<_, anyhow::Error>(())
     };
     let dispatcher = async {
-        if matches!(command, Command::Dispatcher | Command::All) {
+        if matches!(command, Service::Dispatcher | Service::All) {
             let graph = GraphClient::new(&settings.graph_api_base, Duration::from_millis(settings.graph_timeout_ms))?;
             switchboard_dispatcher::run(
                 &settings,
@@ -206,11 +262,11 @@ async fn wait_for_signal() {
     }
 }
 
-fn name(command: Command) -> &'static str {
-    match command {
-        Command::Ingress => "ingress",
-        Command::Worker => "worker",
-        Command::Dispatcher => "dispatcher",
-        Command::All => "all",
+fn name(service: Service) -> &'static str {
+    match service {
+        Service::Ingress => "ingress",
+        Service::Worker => "worker",
+        Service::Dispatcher => "dispatcher",
+        Service::All => "all",
     }
 }

@@ -59,7 +59,7 @@ async fn switchboard_all_answers_a_webhook_and_exits_cleanly_on_sigterm() {
     let secret_text = "my order number is 98765";
     let body = webhook::text_batch(
         PHONE_NUMBER_ID,
-        &[Text { from: "15557654321", wamid: "wamid.cli.1", body: secret_text, timestamp: 1_760_000_000 }],
+        &[Text { from: "15557654321", wamid: "wamid.cli.1", body: secret_text, timestamp: webhook::now_s() }],
     );
     let sig = webhook::sign(switchboard_tests::APP_SECRET, &body);
     let res = client

@@ -1,0 +1,140 @@
+//! Parked messages (dead letters, held jobs): list, show, redrive, purge — safely, with
+//! filters by reason and tenant. The operator commands (`switchboard dlq …`) and the tenant
+//! resume use these.
+//!
+//! Each operation walks the queue once with `basic.get` on a channel of its own, settling only
+//! the messages it acts on; everything else stays unacknowledged until the channel closes and
+//! goes back to the queue untouched.
+
+use lapin::options::BasicGetOptions;
+
+use crate::{
+    headers::{names, Headers},
+    topology::routing,
+    Bus, BusError, Outgoing,
+};
+
+/// Which parked messages an operation applies to.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `x-sb-reason` (or RabbitMQ's own `x-first-death-reason` for natively dead-lettered ones).
+    pub reason: Option<String>,
+    pub tenant: Option<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, headers: &Headers) -> bool {
+        let reason_ok = self.reason.as_deref().is_none_or(|want| reason(headers) == Some(want));
+        let tenant_ok =
+            self.tenant.as_deref().is_none_or(|want| headers.get(names::TENANT).map(String::as_str) == Some(want));
+        reason_ok && tenant_ok
+    }
+}
+
+/// The reason a message was parked.
+pub fn reason(headers: &Headers) -> Option<&str> {
+    headers.get(names::REASON).or_else(|| headers.get("x-first-death-reason")).map(String::as_str)
+}
+
+/// One parked message as seen by a listing.
+#[derive(Debug, Clone)]
+pub struct Parked {
+    /// Position in the walk (1-based), for `show`.
+    pub position: usize,
+    pub message_id: Option<String>,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+impl Bus {
+    /// Up to `limit` messages of `queue` matching `filter`, left in place.
+    pub async fn peek(&self, queue: &str, filter: &Filter, limit: usize) -> Result<Vec<Parked>, BusError> {
+        let channel = self.channel().await?;
+        let mut out = Vec::new();
+        let mut position = 0;
+        while out.len() < limit {
+            let Some(got) = channel.basic_get(queue.into(), BasicGetOptions::default()).await? else { break };
+            position += 1;
+            let d = crate::Delivery::from_get(got, queue, channel.clone());
+            if filter.matches(&d.headers) {
+                out.push(Parked {
+                    position,
+                    message_id: d.message_id.clone(),
+                    headers: d.headers.clone(),
+                    body: d.body.clone(),
+                });
+            }
+        }
+        // Closing the channel returns every message we looked at, in order.
+        let _ = channel.close(200, "peek done".into()).await;
+        Ok(out)
+    }
+
+    /// Moves the messages of `queue` matching `filter` back to the queue they came from (the
+    /// outbound queue for held jobs), without their dead-letter headers and with their attempt
+    /// count reset. Each is published with a confirm before it is removed here, so a crash
+    /// mid-way duplicates at most one message, which downstream idempotency absorbs. Returns
+    /// how many were moved.
+    pub async fn redrive(&self, queue: &str, filter: &Filter) -> Result<usize, BusError> {
+        self.walk(queue, filter, true).await
+    }
+
+    /// Deletes the messages of `queue` matching `filter`. Returns how many.
+    pub async fn purge_matching(&self, queue: &str, filter: &Filter) -> Result<usize, BusError> {
+        self.walk(queue, filter, false).await
+    }
+
+    async fn walk(&self, queue: &str, filter: &Filter, republish: bool) -> Result<usize, BusError> {
+        let channel = self.channel().await?;
+        let mut moved = 0;
+        while let Some(got) = channel.basic_get(queue.into(), BasicGetOptions::default()).await? {
+            let d = crate::Delivery::from_get(got, queue, channel.clone());
+            if !filter.matches(&d.headers) {
+                continue; // stays unacked: back to the queue when the channel closes
+            }
+            if republish {
+                let source = d
+                    .headers
+                    .get(names::SOURCE_QUEUE)
+                    .or_else(|| d.headers.get("x-first-death-queue"))
+                    .cloned()
+                    .unwrap_or_default();
+                let routing_key = self.routing_key_for(&source);
+                let mut headers = d.headers.clone();
+                headers.retain(|k, _| {
+                    !k.starts_with("x-sb-")
+                        && !k.starts_with("x-death")
+                        && !k.starts_with("x-first-death")
+                        && !k.starts_with("x-last-death")
+                        && k != "x-delivery-count"
+                });
+                self.publish(Outgoing {
+                    exchange: self.topology().events_exchange.clone(),
+                    routing_key: routing_key.to_string(),
+                    body: d.body.clone(),
+                    headers,
+                    message_id: d.message_id.clone(),
+                    content_type: "application/json",
+                })
+                .await?;
+            }
+            d.ack().await?;
+            moved += 1;
+        }
+        let _ = channel.close(200, "walk done".into()).await;
+        Ok(moved)
+    }
+
+    /// Where a message parked from `source_queue` goes back to.
+    fn routing_key_for(&self, source_queue: &str) -> &'static str {
+        let t = self.topology();
+        if source_queue == t.inbound {
+            routing::INBOUND
+        } else if source_queue == t.statuses {
+            routing::STATUS
+        } else {
+            // outbound, held, the retry ladder, or unknown: it is a reply to send
+            routing::OUTBOUND
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Dispatcher state besides the send ledger: paused tenants, the index from sent WhatsApp
+//! message ids back to reply parts, and a short-lived copy of each sent job (so a `failed`
+//! status with a retryable code can send the part again).
+//!
+//! Keys:
+//! * `{ns}:paused:{tenant}`: the reason sending is paused (no TTL: until an operator resumes);
+//! * `{ns}:sent:{tenant}:{message_ref}`: `<reply id>|<part>` of a sent part;
+//! * `{ns}:job:{tenant}:{reply id}`: the outbound job JSON.
+
+use std::time::Duration;
+
+use switchboard_domain::OutboundJob;
+
+use crate::error::json_error;
+use crate::{millis, ClaimKey, Store, StoreError};
+
+impl Store {
+    /// Pauses the tenant's sending (e.g. its access token was refused), with a short reason.
+    pub async fn pause_tenant(&self, tenant: &str, reason: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let _: () = redis::cmd("SET").arg(self.keys.paused(tenant)).arg(reason).query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Lifts a pause. Returns whether the tenant was paused.
+    pub async fn resume_tenant(&self, tenant: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let n: i64 = redis::cmd("DEL").arg(self.keys.paused(tenant)).query_async(&mut conn).await?;
+        Ok(n == 1)
+    }
+
+    /// Why the tenant's sending is paused, if it is.
+    pub async fn tenant_paused(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn().await?;
+        Ok(redis::cmd("GET").arg(self.keys.paused(tenant)).query_async(&mut conn).await?)
+    }
+
+    /// Remembers that `wamid` is part `part` of reply `reply_id`, and keeps the job for `ttl`.
+    pub async fn record_sent(
+        &self,
+        job: &OutboundJob,
+        wamid: &str,
+        part: usize,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(job).map_err(|e| json_error("outbound job", &e))?;
+        let mut conn = self.conn().await?;
+        let _: () = redis::pipe()
+            .cmd("SET")
+            .arg(self.keys.sent(&job.tenant_id, wamid))
+            .arg(format!("{}|{part}", job.reply_id))
+            .arg("PX")
+            .arg(millis(ttl))
+            .ignore()
+            .cmd("SET")
+            .arg(self.keys.job(&job.tenant_id, &job.reply_id))
+            .arg(json)
+            .arg("PX")
+            .arg(millis(ttl))
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The job and part a sent WhatsApp message belongs to, while still remembered.
+    pub async fn sent_part(&self, tenant: &str, wamid: &str) -> Result<Option<(OutboundJob, usize)>, StoreError> {
+        let mut conn = self.conn().await?;
+        let Some(entry): Option<String> =
+            redis::cmd("GET").arg(self.keys.sent(tenant, wamid)).query_async(&mut conn).await?
+        else {
+            return Ok(None);
+        };
+        let Some((reply_id, part)) = entry.rsplit_once('|') else { return Ok(None) };
+        let part: usize = part.parse().map_err(|_| StoreError::decode("sent part index"))?;
+        let json: Option<String> =
+            redis::cmd("GET").arg(self.keys.job(tenant, reply_id)).query_async(&mut conn).await?;
+        match json {
+            Some(j) => Ok(Some((serde_json::from_str(&j).map_err(|e| json_error("outbound job", &e))?, part))),
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets that a part was sent, so the next delivery of its job sends it again.
+    pub async fn unsend_part(&self, tenant: &str, reply_id: &str, part: usize) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.keys.claim(&ClaimKey::send(tenant, reply_id, part)))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The user's last inbound message time (Unix seconds) in the conversation, if within the
+    /// last ~25 hours: the start of WhatsApp's 24-hour customer service window.
+    pub async fn last_inbound(&self, tenant: &str, conversation: &str) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn().await?;
+        Ok(redis::cmd("GET").arg(self.keys.conv(tenant, conversation, "window")).query_async(&mut conn).await?)
+    }
+}
