@@ -2,6 +2,7 @@
 //! machine (each test in its own namespace), with the Graph API and the LLM faked by HTTP
 //! servers speaking their protocols.
 
+mod delivery;
 mod dispatch;
 mod faults;
 mod ingress;

@@ -32,12 +32,15 @@ pub struct GraphSend {
     /// The wamid returned, when the fake accepted the message.
     pub accepted: Option<String>,
     pub raw: Value,
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
 struct State {
     sends: Mutex<Vec<GraphSend>>,
     script: Mutex<VecDeque<GraphReply>>,
+    per_recipient: Mutex<std::collections::HashMap<String, VecDeque<GraphReply>>>,
+    fail_receipts: std::sync::atomic::AtomicBool,
 }
 
 pub struct FakeGraph {
@@ -51,7 +54,30 @@ impl Respond for Responder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let raw: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
         let phone_number_id = request.url.path().split('/').nth(2).unwrap_or("").to_string();
-        let reply = self.0.script.lock().unwrap().pop_front().unwrap_or(GraphReply::Ok);
+        if raw["status"] == "read" {
+            // Read receipts: answered apart from the scripted sends.
+            let fail = self.0.fail_receipts.load(std::sync::atomic::Ordering::SeqCst);
+            self.0.sends.lock().unwrap().push(GraphSend {
+                phone_number_id,
+                authorization: request.headers.get("authorization").and_then(|v| v.to_str().ok()).map(String::from),
+                to: None,
+                recipient: None,
+                body: String::new(),
+                biz_opaque_callback_data: None,
+                accepted: None,
+                raw,
+                at: std::time::Instant::now(),
+            });
+            return if fail {
+                ResponseTemplate::new(500)
+                    .set_body_json(json!({"error": {"message": "x", "type": "OAuthException", "code": 131000}}))
+            } else {
+                ResponseTemplate::new(200).set_body_json(json!({"success": true}))
+            };
+        }
+        let to = raw["to"].as_str().unwrap_or("").to_string();
+        let for_recipient = self.0.per_recipient.lock().unwrap().get_mut(&to).and_then(VecDeque::pop_front);
+        let reply = for_recipient.or_else(|| self.0.script.lock().unwrap().pop_front()).unwrap_or(GraphReply::Ok);
         let mut sends = self.0.sends.lock().unwrap();
         let (template, accepted) = match reply {
             GraphReply::Ok => {
@@ -90,6 +116,7 @@ impl Respond for Responder {
             biz_opaque_callback_data: raw["biz_opaque_callback_data"].as_str().map(String::from),
             accepted,
             raw,
+            at: std::time::Instant::now(),
         });
         template
     }
@@ -115,6 +142,21 @@ impl FakeGraph {
     /// Answers the next sends with these replies, in order; then `Ok`.
     pub fn script(&self, replies: impl IntoIterator<Item = GraphReply>) {
         self.state.script.lock().unwrap().extend(replies);
+    }
+
+    /// Answers the next sends to `to` with these replies, in order (before the general script).
+    pub fn script_for(&self, to: &str, replies: impl IntoIterator<Item = GraphReply>) {
+        self.state.per_recipient.lock().unwrap().entry(to.to_string()).or_default().extend(replies);
+    }
+
+    /// Makes every read receipt fail with a 500.
+    pub fn fail_receipts(&self) {
+        self.state.fail_receipts.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Read receipts (`status: read`) received so far.
+    pub fn receipts(&self) -> Vec<GraphSend> {
+        self.sends().into_iter().filter(|s| s.raw["status"] == "read").collect()
     }
 
     /// Every call so far.

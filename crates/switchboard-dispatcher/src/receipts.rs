@@ -2,7 +2,6 @@
 
 use switchboard_bus::Delivery;
 use switchboard_domain::ReadReceipt;
-use switchboard_store::Rate;
 
 use crate::{send::number_bucket, Dispatcher};
 
@@ -21,9 +20,7 @@ impl Dispatcher {
             return;
         }
         // Receipts count toward the phone number's throughput like any message.
-        let s = &self.inner.settings;
-        let rate = Rate { per_second: s.rate_per_number, burst: s.rate_burst };
-        if let Ok(wait) = self.inner.store.reserve(&number_bucket(&r.phone_number_id), rate).await {
+        if let Ok(wait) = self.inner.store.reserve(&number_bucket(&r.phone_number_id), self.number_rate()).await {
             tokio::time::sleep(wait).await;
         }
         match self.inner.graph.mark_read(token.expose(), &r.phone_number_id, &r.wamid, r.typing).await {

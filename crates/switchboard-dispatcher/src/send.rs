@@ -181,9 +181,7 @@ impl Dispatcher {
 
     /// Waits for a slot of the phone number's rate and of the recipient's pair rate.
     async fn wait_for_rate(&self, job: &OutboundJob) -> Result<(), Requeue> {
-        let s = &self.inner.settings;
-        let number = Rate { per_second: s.rate_per_number, burst: s.rate_burst };
-        let pair = Rate { per_second: 1000.0 / s.pair_interval_ms.max(1) as f64, burst: s.pair_burst };
+        let (number, pair) = (self.number_rate(), self.pair_rate());
         let (number_key, pair_key) =
             (number_bucket(&job.phone_number_id), pair_bucket(&job.tenant_id, &job.conversation));
         let (a, b) =
@@ -197,6 +195,16 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+
+    pub(crate) fn number_rate(&self) -> Rate {
+        let s = &self.inner.settings;
+        Rate { per_second: s.rate_per_number, burst: s.rate_burst }
+    }
+
+    fn pair_rate(&self) -> Rate {
+        let s = &self.inner.settings;
+        Rate { per_second: 1000.0 / s.pair_interval_ms.max(1) as f64, burst: s.pair_burst }
     }
 
     /// The ledger write that makes a redelivery skip this part. A crash between Meta's 200
@@ -290,13 +298,15 @@ impl Dispatcher {
                     ErrorClass::Throughput => {
                         // Slow the whole phone number down, for every replica.
                         let penalty = Duration::from_millis(s.send_backoff_base_ms);
-                        store.penalize(&number_bucket(&job.phone_number_id), penalty).await?;
+                        store.penalize(&number_bucket(&job.phone_number_id), self.number_rate(), penalty).await?;
                         at_least = at_least.max(penalty);
                     }
                     ErrorClass::PairRate => {
                         // Only this recipient waits: ≥ 6 s, growing 4^n as Meta suggests.
                         let penalty = Duration::from_secs(6 * 4u64.pow(attempts.before.min(4)));
-                        store.penalize(&pair_bucket(&job.tenant_id, &job.conversation), penalty).await?;
+                        store
+                            .penalize(&pair_bucket(&job.tenant_id, &job.conversation), self.pair_rate(), penalty)
+                            .await?;
                         at_least = at_least.max(penalty);
                     }
                     _ => {}

@@ -24,7 +24,8 @@ local penalty = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 if penalty > 0 then
-  tat = tat + penalty
+  -- Beyond the burst tolerance too: the next sender waits the full penalty.
+  tat = tat + penalty + tolerance
   redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
   return 0
 end
@@ -61,14 +62,16 @@ impl Store {
         Ok(Duration::from_micros(wait_us.max(0) as u64))
     }
 
-    /// Pushes bucket `name` back by `delay`: everyone using it waits that much longer (the
-    /// reaction to a throughput or pair-rate error from WhatsApp).
-    pub async fn penalize(&self, name: &str, delay: Duration) -> Result<(), StoreError> {
+    /// Pushes bucket `name` (used at `rate`) back by `delay`: the next sender waits at least
+    /// that long, whatever burst is left (the reaction to a throughput or pair-rate error).
+    pub async fn penalize(&self, name: &str, rate: Rate, delay: Duration) -> Result<(), StoreError> {
+        let interval = rate.interval_us();
+        let tolerance = interval * u64::from(rate.burst.max(1) - 1);
         let mut conn = self.conn().await?;
         let _: i64 = RESERVE
             .key(self.keys.rate(name))
-            .arg(1)
-            .arg(0)
+            .arg(interval)
+            .arg(tolerance)
             .arg(delay.as_micros().max(1) as u64)
             .invoke_async(&mut conn)
             .await?;
