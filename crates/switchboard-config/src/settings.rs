@@ -119,6 +119,11 @@ pub struct Settings {
     pub status_ttl_secs: u64,
     pub ledger_ttl_secs: u64,
 
+    // --- observability ---
+    /// Where the worker and dispatcher serve `/metrics`, `/healthz` and `/readyz` (the ingress
+    /// serves them on its own port too). In `all` mode the ingress port serves them.
+    pub metrics_addr: SocketAddr,
+
     // --- lifecycle ---
     pub shutdown_timeout_ms: u64,
 }
@@ -179,6 +184,7 @@ impl Default for Settings {
             typing_indicator: true,
             status_ttl_secs: 30 * 24 * 3600,
             ledger_ttl_secs: 7 * 24 * 3600,
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9464)),
             shutdown_timeout_ms: 25_000,
         }
     }

@@ -93,3 +93,55 @@ async fn switchboard_all_answers_a_webhook_and_exits_cleanly_on_sigterm() {
     }
     env.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_commands_list_show_redrive_and_purge_by_reason() {
+    use switchboard_domain::{now_ms, DeadLetter, DeadLetterReason};
+    let env = TestEnv::new().await;
+    let park = |reason: DeadLetterReason, code: Option<i64>, text: &str| {
+        let info = DeadLetter {
+            reason,
+            tenant_id: Some("default".into()),
+            error_code: code,
+            last_error: "fake".into(),
+            attempts: 1,
+            first_attempt_at_ms: now_ms(),
+            dead_lettered_at_ms: now_ms(),
+            source_queue: env.bus.topology().outbound.clone(),
+        };
+        let body = serde_json::to_vec(&serde_json::json!({"body": text, "to": {"wa_id": "15550001234"}})).unwrap();
+        env.bus.dead_letter(body, Default::default(), &info)
+    };
+    env.bus.publish(park(DeadLetterReason::SendPermanent, Some(131026), "secret reply one")).await.unwrap();
+    env.bus.publish(park(DeadLetterReason::LlmFailed, None, "secret reply two")).await.unwrap();
+    let vars = env.env_vars();
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).env_clear().envs(vars.clone()).output().expect("binary runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+
+    let (ok, out) = cli(&["dlq", "list"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("2 message(s)"), "{out}");
+    let (ok, out) = cli(&["dlq", "list", "--reason", "send_permanent", "--tenant", "default"]);
+    assert!(ok && out.contains("send_permanent") && out.contains("131026") && out.contains("1 message(s)"), "{out}");
+    assert!(!out.contains("secret reply"), "list never prints message text");
+    let (ok, out) = cli(&["dlq", "show", "1"]);
+    assert!(ok && out.contains("x-sb-reason: send_permanent") && out.contains("[masked]"), "{out}");
+    assert!(!out.contains("secret reply") && !out.contains("15550001234"), "show masks text and numbers: {out}");
+
+    let (ok, out) = cli(&["dlq", "purge", "--reason", "llm_failed"]);
+    assert!(!ok && out.contains("--yes"), "purge needs --yes: {out}");
+    let (ok, out) = cli(&["dlq", "purge", "--reason", "llm_failed", "--yes"]);
+    assert!(ok && out.contains("purged 1"), "{out}");
+    let (ok, out) = cli(&["dlq", "redrive", "--reason", "send_permanent"]);
+    assert!(ok && out.contains("redrove 1"), "{out}");
+    assert_eq!(env.bus.queue_depth(&env.bus.topology().dlq).await.unwrap(), 0);
+    let back = env.bus.get(&env.bus.topology().outbound).await.unwrap().expect("redriven to the outbound queue");
+    assert!(!back.headers.contains_key("x-sb-reason"), "dead-letter headers are dropped on redrive");
+    back.ack().await.unwrap();
+    env.teardown().await;
+}
