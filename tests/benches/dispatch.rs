@@ -28,6 +28,7 @@ fn job(i: usize) -> OutboundJob {
         user_timestamp: now / 1000,
         created_at_ms: now,
         last_received_at_ms: now,
+        trace: Default::default(),
     }
 }
 

@@ -147,6 +147,6 @@ async fn probes_report_liveness_and_readiness() {
     let ready = reqwest::get(format!("{url}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
-    assert_eq!(body, serde_json::json!({"broker": true, "redis": true}));
+    assert_eq!(body, serde_json::json!({"broker": true, "redis": true, "draining": false}));
     env.teardown().await;
 }

@@ -6,6 +6,7 @@ mod delivery;
 mod dispatch;
 mod faults;
 mod ingress;
+mod observability;
 mod pipeline;
 mod sequencing;
 

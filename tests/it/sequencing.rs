@@ -252,6 +252,7 @@ async fn a_turn_committed_by_a_holder_that_died_before_publishing_is_published_o
         user_timestamp: event.timestamp,
         created_at_ms: 0,
         last_received_at_ms: event.received_at_ms,
+        trace: Default::default(),
     };
     assert!(env.store.commit_turn(lease.token(), &job, None, ttl, ttl).await.unwrap());
     lease.release().await.unwrap(); // (a dead holder's lease would simply expire)

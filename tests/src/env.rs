@@ -64,6 +64,10 @@ pub struct TestEnv {
     pub graph: FakeGraph,
     roles: Vec<(CancellationToken, JoinHandle<()>, Bus)>,
     ingress_url: Option<String>,
+    /// Roles started from now on reach the broker here instead (e.g. through a [`crate::TcpProxy`]).
+    pub role_amqp_url: Option<String>,
+    /// Roles started from now on use this store instead (e.g. one connected through a proxy).
+    pub role_store: Option<Store>,
 }
 
 impl TestEnv {
@@ -115,13 +119,31 @@ impl TestEnv {
         adjust(&mut s);
         let tenants = Arc::new(Tenants::from_settings(&s));
         let bus =
-            Bus::connect(s.amqp_url.expose(), &s.namespace, BusOptions::default()).await.expect("RabbitMQ reachable");
+            Bus::connect(s.amqp_url.expose(), &s.namespace, bus_options(&s, "test")).await.expect("RabbitMQ reachable");
         let store = Store::connect(s.redis_url.expose(), &s.namespace, 8).await.expect("Redis reachable");
-        Self { settings: s, tenants, bus, store, llm, graph, roles: Vec::new(), ingress_url: None }
+        Self {
+            settings: s,
+            tenants,
+            bus,
+            store,
+            llm,
+            graph,
+            roles: Vec::new(),
+            ingress_url: None,
+            role_amqp_url: None,
+            role_store: None,
+        }
     }
 
+    /// The bus a role gets: through [`TestEnv::role_amqp_url`] when set (e.g. a fault proxy).
     fn role_bus(&self, name: &str) -> Bus {
-        Bus::new_lazy(self.settings.amqp_url.expose(), &self.settings.namespace, bus_options(&self.settings, name))
+        let url = self.role_amqp_url.clone().unwrap_or_else(|| self.settings.amqp_url.expose().to_string());
+        Bus::new_lazy(&url, &self.settings.namespace, bus_options(&self.settings, name))
+    }
+
+    /// The store a role gets: [`TestEnv::role_store`] when set (e.g. through a fault proxy).
+    fn role_store(&self) -> Store {
+        self.role_store.clone().unwrap_or_else(|| self.store.clone())
     }
 
     /// Starts the ingress on a free port (bus through `amqp_url` when given, e.g. a proxy) and
@@ -136,7 +158,7 @@ impl TestEnv {
         let cancel = CancellationToken::new();
         let task = {
             let (s, bus, store, tenants, cancel) =
-                (self.settings.clone(), bus.clone(), self.store.clone(), self.tenants.clone(), cancel.clone());
+                (self.settings.clone(), bus.clone(), self.role_store(), self.tenants.clone(), cancel.clone());
             tokio::spawn(async move {
                 switchboard_ingress::run(&s, listener, bus, store, tenants, cancel).await.expect("ingress runs");
             })
@@ -157,7 +179,7 @@ impl TestEnv {
         let llm = LlmClient::new(&self.settings.llm_base_url, None, self.settings.llm_timeout()).expect("llm client");
         let task = {
             let (s, bus, store, tenants, cancel) =
-                (self.settings.clone(), bus.clone(), self.store.clone(), self.tenants.clone(), cancel.clone());
+                (self.settings.clone(), bus.clone(), self.role_store(), self.tenants.clone(), cancel.clone());
             tokio::spawn(async move { switchboard_worker::run(&s, bus, store, llm, tenants, cancel).await })
         };
         RoleHandle { cancel, task, bus }
@@ -172,7 +194,7 @@ impl TestEnv {
                 .expect("graph client");
         let task = {
             let (s, bus, store, tenants, cancel) =
-                (self.settings.clone(), bus.clone(), self.store.clone(), self.tenants.clone(), cancel.clone());
+                (self.settings.clone(), bus.clone(), self.role_store(), self.tenants.clone(), cancel.clone());
             tokio::spawn(async move { switchboard_dispatcher::run(&s, bus, store, graph, tenants, cancel).await })
         };
         RoleHandle { cancel, task, bus }

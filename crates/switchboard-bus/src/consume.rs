@@ -63,9 +63,10 @@ impl Delivery {
         d
     }
 
-    /// How many times this message was delivered before (quorum queues count it).
-    pub fn delivery_count(&self) -> u32 {
-        self.headers.get("x-delivery-count").and_then(|v| v.parse().ok()).unwrap_or(0)
+    /// Seconds since the message was published (from its publish-time header), if known.
+    pub fn lag(&self) -> Option<f64> {
+        let at: i64 = self.headers.get(crate::publish::PUBLISHED_AT)?.parse().ok()?;
+        Some(((switchboard_domain::now_ms() - at).max(0) as f64) / 1000.0)
     }
 
     /// Done with it: the broker forgets the message.
@@ -157,8 +158,15 @@ pub async fn run_with_drain<H, F, D>(
                 Some(Ok(delivery)) => {
                     let handler = handler.clone();
                     let delivery = Delivery::new(delivery, &config.queue);
+                    let queue = config.queue.clone();
+                    if let Some(lag) = delivery.lag() {
+                        metrics::histogram!("switchboard_queue_lag_seconds", "queue" => queue.clone()).record(lag);
+                    }
                     tasks.spawn(async move {
+                        let in_flight = metrics::gauge!("switchboard_in_flight", "queue" => queue);
+                        in_flight.increment(1.0);
                         handler(delivery).await;
+                        in_flight.decrement(1.0);
                         drop(permit);
                     });
                 }

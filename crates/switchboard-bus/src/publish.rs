@@ -9,6 +9,9 @@ use crate::{
     Bus, BusError,
 };
 
+/// Header holding the publish time (Unix ms), set on every message.
+pub const PUBLISHED_AT: &str = "x-sb-published-at";
+
 /// One message to publish.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -61,6 +64,8 @@ impl Bus {
             return Ok(());
         }
         let (channel, generation) = self.publisher().await?;
+        let started = std::time::Instant::now();
+        let published_at = switchboard_domain::now_ms().to_string();
         let result = tokio::time::timeout(self.timeout(), async {
             let mut pending = Vec::with_capacity(messages.len());
             for m in messages {
@@ -69,9 +74,10 @@ impl Bus {
                     .with_content_type(m.content_type.into())
                     .with_timestamp(switchboard_domain::now_ms().max(0) as u64 / 1000)
                     .with_app_id("switchboard".into());
-                if !m.headers.is_empty() {
-                    props = props.with_headers(to_field_table(&m.headers));
-                }
+                // The publish time, for the consumer's queue-lag metric.
+                let mut headers = m.headers.clone();
+                headers.insert(PUBLISHED_AT.into(), published_at.clone());
+                props = props.with_headers(to_field_table(&headers));
                 if let Some(id) = &m.message_id {
                     props = props.with_message_id(id.as_str().into());
                 }
@@ -95,9 +101,15 @@ impl Bus {
         })
         .await
         .unwrap_or(Err(BusError::Timeout(self.timeout())));
-        if let Err(e) = &result {
-            if matches!(e, BusError::Amqp(_) | BusError::Timeout(_)) {
-                self.invalidate(generation).await;
+        match &result {
+            Ok(()) => {
+                metrics::histogram!("switchboard_publish_confirm_seconds").record(started.elapsed().as_secs_f64())
+            }
+            Err(e) => {
+                metrics::counter!("switchboard_publish_failures_total").increment(1);
+                if matches!(e, BusError::Amqp(_) | BusError::Timeout(_)) {
+                    self.invalidate(generation).await;
+                }
             }
         }
         result

@@ -77,6 +77,24 @@ pub async fn run(
         drain_timeout: settings.shutdown_timeout(),
         tag: "receipts".into(),
     };
+    // Queue depths for the dashboards (DLQ, held, ladder, work queues): cheap passive declares.
+    let depths = {
+        let (bus, shutdown) = (bus.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                let queues: Vec<String> = bus.topology().queues().into_iter().map(String::from).collect();
+                for q in queues {
+                    if let Ok(n) = bus.queue_depth(&q).await {
+                        metrics::gauge!("switchboard_queue_depth", "queue" => q).set(f64::from(n));
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(15)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        })
+    };
     let d1 = dispatcher.clone();
     let d2 = dispatcher.clone();
     let d3 = dispatcher;
@@ -94,6 +112,7 @@ pub async fn run(
             async move { d.handle_receipt(delivery).await }
         }),
     );
+    depths.abort();
 }
 
 /// Lifts a tenant's pause and sends its held replies back to the outbound queue (oldest

@@ -90,6 +90,8 @@ impl Dispatcher {
             match result {
                 Ok(fate) => {
                     tracing::Span::current().record("outcome", fate.label());
+                    metrics::counter!("switchboard_sends_total", "tenant" => job.tenant_id.clone(), "outcome" => fate.label())
+                        .increment(1);
                     if let Err(error) = delivery.ack().await {
                         tracing::warn!(%error, "ack failed after the job was settled");
                     }
@@ -186,6 +188,8 @@ impl Dispatcher {
             (number_bucket(&job.phone_number_id), pair_bucket(&job.tenant_id, &job.conversation));
         let (a, b) =
             tokio::try_join!(self.inner.store.reserve(&number_key, number), self.inner.store.reserve(&pair_key, pair))?;
+        metrics::histogram!("switchboard_rate_limit_wait_seconds", "bucket" => "number").record(a.as_secs_f64());
+        metrics::histogram!("switchboard_rate_limit_wait_seconds", "bucket" => "pair").record(b.as_secs_f64());
         let wait = a.max(b);
         if wait > Duration::ZERO {
             tracing::debug!(?wait, "waiting for the rate limit");
@@ -243,6 +247,12 @@ impl Dispatcher {
         let class = error.class();
         let made = attempts.before + 1;
         tracing::warn!(%error, %class, attempt = made, "send failed");
+        let code = error
+            .code()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| error.http_status().map(|s| format!("http_{s}")).unwrap_or_else(|| "network".into()));
+        metrics::counter!("switchboard_send_errors_total", "tenant" => job.tenant_id.clone(), "class" => class.as_str(), "code" => code)
+            .increment(1);
         match class {
             ErrorClass::TokenInvalid => {
                 store.pause_tenant(&job.tenant_id, &format!("token_invalid:{}", error.code().unwrap_or(0))).await?;

@@ -69,6 +69,7 @@ impl Dispatcher {
             })
             .await?;
         tracing::info!(delay_ms = delay, attempts = attempts.before, "reply scheduled for a retry");
+        metrics::counter!("switchboard_send_retries_total", "tenant" => job.tenant_id.clone()).increment(1);
         Ok(Fate::Retrying)
     }
 
@@ -116,6 +117,8 @@ impl Dispatcher {
         let bus = &self.inner.bus;
         bus.publish(bus.dead_letter(delivery.body.clone(), delivery.headers.clone(), &info)).await?;
         tracing::error!(%reason, code = error_code, attempts = attempts.before, "reply dead-lettered");
+        metrics::counter!("switchboard_dead_letters_total", "tenant" => job.tenant_id.clone(), "reason" => reason.as_str())
+            .increment(1);
         Ok(Fate::DeadLettered)
     }
 

@@ -60,6 +60,10 @@ impl Dispatcher {
     }
 
     async fn record(&self, event: &StatusEvent, delivery: &Delivery) {
+        // Link the status to the trace of the reply it is about, while the reply is remembered.
+        if let Ok(Some((job, _))) = self.inner.store.sent_part(&event.tenant_id, &event.wamid).await {
+            switchboard_telemetry::link(&job.trace, &tracing::Span::current());
+        }
         let update = StatusUpdate {
             wamid: &event.wamid,
             status: &event.status,
@@ -83,6 +87,7 @@ impl Dispatcher {
         };
         match recorded {
             Ok(record) => {
+                metrics::counter!("switchboard_statuses_total", "status" => status_label(&event.status)).increment(1);
                 if event.status == "failed" {
                     tracing::warn!(codes = ?event.error_codes, reply_id = ?event.reply_id, "outbound message failed");
                     if let Err(error) = self.retry_failed(event).await {
@@ -98,5 +103,17 @@ impl Dispatcher {
                 let _ = delivery.requeue().await;
             }
         }
+    }
+}
+
+/// Known statuses as themselves, anything new as `other` (bounded label values).
+fn status_label(status: &str) -> &'static str {
+    match status {
+        "sent" => "sent",
+        "delivered" => "delivered",
+        "read" => "read",
+        "played" => "played",
+        "failed" => "failed",
+        _ => "other",
     }
 }

@@ -65,6 +65,10 @@ pub struct InboundEvent {
     /// When the ingress received it, Unix milliseconds.
     pub received_at_ms: i64,
     pub content: InboundContent,
+    /// W3C trace context of the webhook that brought it (`traceparent`, `tracestate`), kept
+    /// with the message while it waits for its turn.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub trace: std::collections::BTreeMap<String, String>,
 }
 
 /// One delivery status of an outbound message, split out of a webhook batch.
@@ -132,6 +136,9 @@ pub struct OutboundJob {
     /// latency the platform adds.
     #[serde(default)]
     pub last_received_at_ms: i64,
+    /// W3C trace context of the turn that produced it (later status webhooks link to it).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub trace: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for OutboundJob {
@@ -253,6 +260,7 @@ mod tests {
             body: "secret words".into(),
             user_timestamp: 1,
             created_at_ms: 2,
+            trace: Default::default(),
         };
         let dbg = format!("{job:?} {:?}", job.to);
         assert!(!dbg.contains("15551234567"));
@@ -272,6 +280,7 @@ mod tests {
             timestamp: 1_760_000_000,
             received_at_ms: 1,
             content: InboundContent::Unsupported { message_type: "image".into() },
+            trace: Default::default(),
         };
         let json = serde_json::to_string(&ev).unwrap();
         assert!(json.contains(r#""kind":"unsupported""#));

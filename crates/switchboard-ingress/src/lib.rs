@@ -11,6 +11,7 @@
 //! * [`run`]: builds the actix-web server on a given listener and runs it until shutdown.
 
 mod error;
+pub mod probes;
 mod routes;
 
 use std::{net::TcpListener, sync::Arc};
@@ -31,6 +32,8 @@ pub struct IngressState {
     pub tenants: Arc<Tenants>,
     pub pseudonymizer: Pseudonymizer,
     pub max_body_bytes: usize,
+    /// Cancelled when shutdown begins: readiness turns false at once.
+    pub draining: CancellationToken,
 }
 
 /// Serves the webhook on `listener` until `shutdown` is cancelled, then stops accepting and
@@ -49,6 +52,7 @@ pub async fn run(
         tenants,
         pseudonymizer: Pseudonymizer::new(settings.pseudonym_key()),
         max_body_bytes: settings.max_body_bytes,
+        draining: shutdown.clone(),
     });
     let addr = listener.local_addr()?;
     let server = build_server(settings, listener, state)?;

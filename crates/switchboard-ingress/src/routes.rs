@@ -21,8 +21,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource(WEBHOOK_PATH).route(web::get().to(verify_handshake)).route(web::post().to(receive_webhook)),
     )
-    .route("/healthz", web::get().to(healthz))
-    .route("/readyz", web::get().to(readyz));
+    .route("/healthz", web::get().to(crate::probes::healthz))
+    .route("/readyz", web::get().to(readyz))
+    .route("/metrics", web::get().to(crate::probes::metrics));
 }
 
 /// REFERENCE §1: 200 with the bare challenge as text/plain when `hub.mode` is `subscribe` and
@@ -64,18 +65,37 @@ async fn receive_webhook(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, WebhookError> {
-    let body = read_body(&req, payload, state.max_body_bytes).await.inspect_err(|e| {
+    let outcome = handle_webhook(&state, &req, payload).await;
+    let label = match &outcome {
+        Ok(label) => *label,
+        Err(WebhookError::MissingSignature) => "missing_signature",
+        Err(WebhookError::BadSignature) => "bad_signature",
+        Err(WebhookError::TooLarge { .. }) => "too_large",
+        Err(WebhookError::BodyRead) => "bad_request",
+        Err(WebhookError::Unavailable(_)) => "unavailable",
+    };
+    metrics::counter!("switchboard_webhooks_total", "outcome" => label).increment(1);
+    outcome.map(|_| HttpResponse::Ok().finish())
+}
+
+/// The webhook's work; returns the outcome label of an accepted request.
+async fn handle_webhook(
+    state: &IngressState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<&'static str, WebhookError> {
+    let body = read_body(req, payload, state.max_body_bytes).await.inspect_err(|e| {
         if matches!(e, WebhookError::TooLarge { .. }) {
-            security_event(&req, "oversize_body");
+            security_event(req, "oversize_body");
         }
     })?;
     let signature = req.headers().get("X-Hub-Signature-256").and_then(|v| v.to_str().ok());
     if signature.is_none() {
-        security_event(&req, "missing_signature");
+        security_event(req, "missing_signature");
         return Err(WebhookError::MissingSignature);
     }
     if !verify_signature(&state.tenants.all_app_secrets(), &body, signature) {
-        security_event(&req, "bad_signature");
+        security_event(req, "bad_signature");
         return Err(WebhookError::BadSignature);
     }
     let received_at_ms = now_ms();
@@ -100,7 +120,7 @@ async fn receive_webhook(
                     content_type: "application/octet-stream",
                 })
                 .await?;
-            return Ok(HttpResponse::Ok().finish());
+            return Ok("parked");
         }
     };
 
@@ -112,7 +132,7 @@ async fn receive_webhook(
         received_at_ms,
     );
     for _ in &batch.unknown_phone_number_ids {
-        security_event(&req, "unknown_phone_number_id");
+        security_event(req, "unknown_phone_number_id");
     }
     if !batch.value_error_codes.is_empty() {
         tracing::warn!(codes = ?batch.value_error_codes, "webhook carried out-of-band WhatsApp errors");
@@ -138,13 +158,15 @@ async fn receive_webhook(
     state.bus.publish_all(&messages).await.inspect_err(|error| {
         tracing::error!(%error, events = messages.len(), "publishing webhook events failed; answering 503");
     })?;
+    metrics::counter!("switchboard_webhook_events_total", "kind" => "inbound").increment(batch.inbound.len() as u64);
+    metrics::counter!("switchboard_webhook_events_total", "kind" => "status").increment(batch.statuses.len() as u64);
     tracing::debug!(
         events = messages.len(),
         skipped = batch.skipped_messages,
         ignored_changes = batch.ignored_changes,
         "webhook accepted"
     );
-    Ok(HttpResponse::Ok().finish())
+    Ok("accepted")
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (by header, then by counting).
@@ -171,19 +193,10 @@ fn security_event(req: &HttpRequest, kind: &'static str) {
     // As claimed by proxies: trustworthy only behind one's own load balancer.
     let forwarded_for = req.connection_info().realip_remote_addr().unwrap_or("").to_string();
     tracing::warn!(security_event = kind, %peer, %forwarded_for, path = req.path(), "security event");
+    metrics::counter!("switchboard_security_events_total", "kind" => kind).increment(1);
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok")
-}
-
-/// Ready when the broker and Redis both answer now.
+/// Ready when the broker and Redis both answer now, and not draining.
 async fn readyz(state: web::Data<IngressState>) -> HttpResponse {
-    let (broker, redis) = tokio::join!(state.bus.is_ready(), async { state.store.ping().await.is_ok() });
-    let body = serde_json::json!({ "broker": broker, "redis": redis });
-    if broker && redis {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+    crate::probes::readiness(&state.bus, &state.store, &state.draining).await
 }

@@ -1,22 +1,25 @@
-//! Logging and tracing for every Switchboard binary.
+//! Logging, tracing and metrics for every Switchboard binary.
 //!
-//! * [`init`]: the global `tracing` subscriber (readable or JSON lines, `RUST_LOG` filter) with an
-//!   OpenTelemetry layer, so every span has a W3C trace id even before an exporter is configured;
-//! * [`inject`] / [`extract`]: carry the current trace context in string headers (AMQP message
-//!   headers), so one trace runs from the webhook to the Graph API call.
+//! * [`init`]: the global `tracing` subscriber (readable or JSON lines with trace and span ids,
+//!   `RUST_LOG` filter) with an OpenTelemetry layer. Spans are exported over OTLP/gRPC when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, sampled per
+//!   `OTEL_TRACES_SAMPLER`; without it, spans still get W3C ids (for log correlation and
+//!   propagation) and go nowhere.
+//! * [`propagation`]: carry the trace context in string headers (AMQP message headers).
+//! * [`metrics`]: the Prometheus recorder behind every role's `/metrics`.
 //!
-//! Never record phone numbers, WhatsApp ids, names or message text in a span or event: use the
-//! pseudonymous conversation key.
+//! Never record phone numbers, WhatsApp ids, names or message text in a span, event or metric
+//! label: use the pseudonymous conversation key and `message_ref`.
 
-use std::collections::BTreeMap;
+mod json;
+pub mod metrics;
+mod propagation;
 
-use opentelemetry::{
-    propagation::{Extractor, Injector, TextMapPropagator},
-    trace::TracerProvider as _,
-};
-use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+
+pub use propagation::{current_trace_id, extract, inject, link, span_context, Headers};
 
 /// Output format of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,28 +28,59 @@ pub enum Format {
     Json,
 }
 
-/// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes it.
+/// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes pending spans.
 pub struct Telemetry {
     provider: SdkTracerProvider,
 }
 
 impl Telemetry {
+    /// Flushes and stops span export (call last, after the roles have stopped).
     pub fn shutdown(self) {
+        let _ = self.provider.force_flush();
         let _ = self.provider.shutdown();
     }
 }
 
-/// Installs the global subscriber. Call once, from `main`. Returns `None` if a subscriber was
-/// already installed (tests running several services in one process).
+/// True when an OTLP endpoint is configured through the standard variables.
+fn otlp_configured() -> bool {
+    let set = |k: &str| std::env::var(k).map(|v| !v.trim().is_empty()).unwrap_or(false);
+    let disabled = std::env::var("OTEL_SDK_DISABLED").map(|v| v.eq_ignore_ascii_case("true")).unwrap_or(false);
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// Installs the global subscriber. Call once, from `main`, inside the Tokio runtime (the
+/// OTLP exporter needs it). Returns `None` if a subscriber was already installed.
 pub fn init(service_name: &'static str, format: Format) -> Option<Telemetry> {
-    let provider = SdkTracerProvider::builder().build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource(service_name));
+    if otlp_configured() {
+        match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Err(error) => eprintln!("switchboard: OTLP exporter disabled: {error}"),
+        }
+    }
+    install(builder.build(), service_name, format, std::io::stdout)
+}
+
+fn resource(service_name: &'static str) -> Resource {
+    // OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES override this default (the SDK reads them).
+    Resource::builder().with_service_name(service_name).build()
+}
+
+fn install<W>(provider: SdkTracerProvider, service_name: &'static str, format: Format, writer: W) -> Option<Telemetry>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let tracer = provider.tracer(service_name);
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,actix_server=warn"));
     let fmt = match format {
-        Format::Text => tracing_subscriber::fmt::layer().with_target(true).boxed(),
-        Format::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).boxed(),
+        Format::Text => tracing_subscriber::fmt::layer().with_writer(writer).with_target(true).boxed(),
+        Format::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(json::JsonWithTrace)
+            .boxed(),
     };
     tracing_subscriber::registry()
         .with(filter)
@@ -57,46 +91,13 @@ pub fn init(service_name: &'static str, format: Format) -> Option<Telemetry> {
         .map(|_| Telemetry { provider })
 }
 
-/// String headers carrying trace context (`traceparent`, `tracestate`).
-pub type Headers = BTreeMap<String, String>;
-
-struct HeaderInjector<'a>(&'a mut Headers);
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key.to_string(), value);
-    }
-}
-
-struct HeaderExtractor<'a>(&'a Headers);
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(String::as_str).collect()
-    }
-}
-
-/// Writes the current span's trace context into `headers`.
-pub fn inject(headers: &mut Headers) {
-    let cx = tracing::Span::current().context();
-    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
-}
-
-/// Makes `span` a child of the trace context found in `headers` (no-op when there is none).
-pub fn extract(headers: &Headers, span: &tracing::Span) {
-    if !headers.contains_key("traceparent") {
-        return;
-    }
-    let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-    let _ = span.set_parent(cx);
-}
-
-/// The current span's trace id as 32 hex characters, if it has one.
-pub fn current_trace_id() -> Option<String> {
-    use opentelemetry::trace::TraceContextExt;
-    let cx = tracing::Span::current().context();
-    let span = cx.span();
-    let sc = span.span_context();
-    sc.is_valid().then(|| sc.trace_id().to_string())
+/// Test support: every span goes to `exporter`, every log line (JSON) to `writer`.
+#[cfg(feature = "testing")]
+pub fn init_for_tests<W>(exporter: opentelemetry_sdk::trace::InMemorySpanExporter, writer: W) -> Option<Telemetry>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let provider =
+        SdkTracerProvider::builder().with_resource(resource("switchboard-test")).with_simple_exporter(exporter).build();
+    install(provider, "switchboard-test", Format::Json, writer)
 }

@@ -90,6 +90,7 @@ pub fn split_batch(
                 timestamp: message.timestamp.unwrap_or(received_at_s),
                 received_at_ms,
                 content: content_of(message),
+                trace: Default::default(),
             });
         }
 

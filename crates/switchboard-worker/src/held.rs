@@ -18,6 +18,7 @@ pub(crate) struct Held {
 impl Held {
     pub(crate) fn hold(&self, conv: ConvKey, event: InboundEvent, delivery: Delivery) {
         self.by_conversation.lock().expect("held lock").entry(conv).or_default().push((event, delivery));
+        metrics::gauge!("switchboard_held_deliveries").increment(1.0);
     }
 
     fn conversations(&self) -> Vec<ConvKey> {
@@ -38,6 +39,7 @@ impl Held {
         if list.is_empty() {
             map.remove(conv);
         }
+        metrics::gauge!("switchboard_held_deliveries").decrement(taken.len() as f64);
         taken.into_iter().map(|(_, d)| d).collect()
     }
 }

@@ -39,7 +39,17 @@ impl Worker {
         let mut attempts = 0u32;
         let result = (|| {
             attempts += 1;
-            self.inner.llm.complete(&request)
+            async {
+                let started = std::time::Instant::now();
+                let result = self.inner.llm.complete(&request).await;
+                let outcome = match &result {
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => e.label(),
+                };
+                metrics::histogram!("switchboard_llm_request_seconds", "model" => model.to_string(), "outcome" => outcome)
+                    .record(started.elapsed().as_secs_f64());
+                result
+            }
         })
         .retry(backoff)
         .when(|e: &LlmError| e.is_retryable() && !shutdown.is_cancelled())

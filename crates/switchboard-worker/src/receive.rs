@@ -16,7 +16,7 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 impl Worker {
     pub(crate) async fn receive(&self, delivery: Delivery) {
-        let event: InboundEvent = match serde_json::from_slice(&delivery.body) {
+        let mut event: InboundEvent = match serde_json::from_slice(&delivery.body) {
             Ok(ev) => ev,
             Err(error) => {
                 tracing::error!(%error, "undecodable inbound event; dead-lettering");
@@ -50,6 +50,13 @@ impl Worker {
             let _ = if parked.is_ok() { delivery.ack().await } else { delivery.requeue().await };
             return;
         }
+        // The webhook's trace context waits with the message, so its turn joins that trace.
+        event.trace = delivery
+            .headers
+            .iter()
+            .filter(|(k, _)| *k == "traceparent" || *k == "tracestate")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let ttl = Duration::from_secs(self.inner.settings.idempotency_ttl_secs);
         let store = &self.inner.store;
         // Redis trouble is retried here, holding the delivery: giving it back would count
@@ -158,6 +165,10 @@ impl Worker {
             source_queue: source_queue.to_string(),
         };
         let bus = &self.inner.bus;
-        bus.publish(bus.dead_letter(body, headers, &info)).await
+        bus.publish(bus.dead_letter(body, headers, &info)).await?;
+        let tenant = event.map(|e| e.tenant_id.clone()).unwrap_or_default();
+        metrics::counter!("switchboard_dead_letters_total", "tenant" => tenant, "reason" => reason.as_str())
+            .increment(1);
+        Ok(())
     }
 }

@@ -124,6 +124,13 @@ impl Worker {
             regenerations = tracing::field::Empty,
             reply.kind = tracing::field::Empty,
         );
+        // One trace from the newest message's webhook to the send; the others are linked.
+        if let Some((newest, older)) = batch.split_last() {
+            switchboard_telemetry::extract(&newest.trace, &span);
+            for event in older {
+                switchboard_telemetry::link(&event.trace, &span);
+            }
+        }
         self.turn(conv, batch, lease).instrument(span).await?;
         let more = !store.pending_messages(&conv.0, &conv.1).await?.is_empty();
         Ok(if more { Ran::More } else { Ran::Idle })
@@ -231,7 +238,7 @@ impl Worker {
         let wamids: Vec<String> = batch.iter().map(|e| e.wamid.clone()).collect();
         let reply_id = turn_reply_id(&conv.0, &wamids);
         let last = batch.last().expect("a turn has at least one message");
-        let job = OutboundJob {
+        let mut job = OutboundJob {
             tenant_id: conv.0.clone(),
             phone_number_id: last.phone_number_id.clone(),
             reply_id: reply_id.clone(),
@@ -244,7 +251,9 @@ impl Worker {
             user_timestamp: batch.iter().map(|e| e.timestamp).max().unwrap_or_default(),
             created_at_ms: now_ms(),
             last_received_at_ms: batch.iter().map(|e| e.received_at_ms).max().unwrap_or_default(),
+            trace: Default::default(),
         };
+        switchboard_telemetry::inject(&mut job.trace);
         let assistant = (kind == ReplyKind::Assistant).then(|| ChatEntry {
             id: reply_id,
             role: ChatRole::Assistant,
@@ -258,6 +267,17 @@ impl Worker {
         self.publish(&job).await?;
         store.finish_turn(&job, state_ttl).await?;
         tracing::info!(messages = job.wamids.len(), "turn answered");
+        let kind_label = match job.kind {
+            ReplyKind::Assistant => "assistant",
+            ReplyKind::Apology => "apology",
+            ReplyKind::Unsupported => "unsupported",
+        };
+        metrics::counter!("switchboard_turns_total", "tenant" => conv.0.clone(), "kind" => kind_label).increment(1);
+        metrics::histogram!("switchboard_turn_messages").record(job.wamids.len() as f64);
+        if regenerations > 0 {
+            metrics::counter!("switchboard_turn_regenerations_total", "tenant" => conv.0.clone())
+                .increment(u64::from(regenerations));
+        }
         Ok(())
     }
 

@@ -148,7 +148,14 @@ async fn run(command: Service, settings: Settings) -> anyhow::Result<()> {
         LogFormat::Json => switchboard_telemetry::Format::Json,
         LogFormat::Text => switchboard_telemetry::Format::Text,
     };
-    let telemetry = switchboard_telemetry::init("switchboard", format);
+    let service_name = match command {
+        Service::Ingress => "switchboard-ingress",
+        Service::Worker => "switchboard-worker",
+        Service::Dispatcher => "switchboard-dispatcher",
+        Service::All => "switchboard",
+    };
+    let telemetry = switchboard_telemetry::init(service_name, format);
+    switchboard_telemetry::metrics::install();
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 
@@ -158,6 +165,18 @@ async fn run(command: Service, settings: Settings) -> anyhow::Result<()> {
         return Ok(()); // shut down while waiting for Redis
     };
 
+    let probes = async {
+        // The worker and dispatcher serve probes and /metrics on their own small port; the
+        // ingress (and `all`) serve them on the webhook port.
+        if !matches!(command, Service::Worker | Service::Dispatcher) {
+            return Ok(());
+        }
+        let listener = std::net::TcpListener::bind(settings.metrics_addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.metrics_addr))?;
+        let probes =
+            switchboard_ingress::probes::Probes { bus: bus.clone(), store: store.clone(), draining: shutdown.clone() };
+        switchboard_ingress::probes::serve(listener, probes, shutdown.clone()).await.map_err(anyhow::Error::from)
+    };
     let ingress = async {
         if !matches!(command, Service::Ingress | Service::All) {
             return Ok(());
@@ -196,6 +215,7 @@ async fn run(command: Service, settings: Settings) -> anyhow::Result<()> {
         Ok::<_, anyhow::Error>(())
     };
     let result = tokio::try_join!(
+        stop_all_on_error(probes, &shutdown),
         stop_all_on_error(ingress, &shutdown),
         stop_all_on_error(worker, &shutdown),
         stop_all_on_error(dispatcher, &shutdown)

@@ -145,3 +145,85 @@ async fn dlq_commands_list_show_redrive_and_purge_by_reason() {
     back.ack().await.unwrap();
     env.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_slow_llm_call_requeues_and_the_message_is_answered_once_after_restart() {
+    use switchboard_tests::LlmReply;
+    let env = TestEnv::new().await;
+    env.llm.set_fallback(LlmReply::Delayed(Duration::from_millis(1_500), Box::new(LlmReply::Echo)));
+    let start = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(BIN)
+            .arg("all")
+            .env_clear()
+            .envs(env.env_vars())
+            .env("SWITCHBOARD_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            // The drain deadline is shorter than the LLM call: the turn is abandoned, not lost.
+            .env("SWITCHBOARD_SHUTDOWN_TIMEOUT_MS", "300")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("binary starts");
+        (child, format!("http://127.0.0.1:{port}"))
+    };
+    let client = reqwest::Client::new();
+    let ready = |base: String| {
+        let client = client.clone();
+        async move {
+            wait_until(Duration::from_secs(30), "ready", || async {
+                let r = client.get(format!("{base}/readyz")).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            })
+            .await
+        }
+    };
+    let stop = |child: &mut std::process::Child| {
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    };
+    let exited = |mut child: std::process::Child| async move {
+        wait_until(Duration::from_secs(30), "exit", || {
+            let r = child.try_wait().unwrap();
+            async move { r }
+        })
+        .await
+    };
+
+    let (mut first, base) = start();
+    ready(base.clone()).await;
+    let body = webhook::text_batch(
+        PHONE_NUMBER_ID,
+        &[Text { from: "15557770001", wamid: "wamid.term.1", body: "slow one", timestamp: webhook::now_s() }],
+    );
+    let sig = webhook::sign(switchboard_tests::APP_SECRET, &body);
+    let res = client
+        .post(format!("{base}/webhooks/whatsapp"))
+        .header("X-Hub-Signature-256", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    wait_until(Duration::from_secs(30), "LLM call in flight", || async { (!env.llm.calls().is_empty()).then_some(()) })
+        .await;
+    stop(&mut first);
+    let status = exited(first).await;
+    assert_eq!(status.code(), Some(0), "graceful exit");
+    assert!(env.graph.delivered().is_empty(), "the abandoned turn sent nothing");
+
+    let (mut second, base) = start();
+    ready(base).await;
+    let sent = wait_until(Duration::from_secs(30), "the reply after restart", || async {
+        env.graph.delivered().into_iter().next()
+    })
+    .await;
+    assert_eq!(sent.body, "reply to: slow one");
+    let inbound = env.bus.topology().inbound.clone();
+    wait_until(Duration::from_secs(30), "settled", || async {
+        (env.bus.queue_depth(&inbound).await.ok()? == 0).then_some(())
+    })
+    .await;
+    stop(&mut second);
+    assert_eq!(exited(second).await.code(), Some(0));
+    assert_eq!(env.graph.delivered().len(), 1, "answered exactly once");
+    env.teardown().await;
+}

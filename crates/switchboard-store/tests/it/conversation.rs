@@ -22,6 +22,7 @@ fn event(wamid: &str, timestamp: i64, received_at_ms: i64) -> InboundEvent {
         timestamp,
         received_at_ms,
         content: InboundContent::Text { body: format!("text of {wamid}") },
+        trace: Default::default(),
     }
 }
 
@@ -39,6 +40,7 @@ fn job(wamids: &[&str]) -> OutboundJob {
         user_timestamp: 0,
         created_at_ms: 0,
         last_received_at_ms: 0,
+        trace: Default::default(),
     }
 }
 
