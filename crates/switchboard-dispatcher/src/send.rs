@@ -312,8 +312,10 @@ impl Dispatcher {
                         at_least = at_least.max(penalty);
                     }
                     ErrorClass::PairRate => {
-                        // Only this recipient waits: ≥ 6 s, growing 4^n as Meta suggests.
-                        let penalty = Duration::from_secs(6 * 4u64.pow(attempts.before.min(4)));
+                        // Only this recipient waits: ≥ 6 s, growing 4^n as Meta suggests, capped at
+                        // the ladder's longest step.
+                        let penalty = Duration::from_secs(6 * 4u64.pow(attempts.before.min(4)))
+                            .min(Duration::from_millis(s.send_backoff_max_ms).max(Duration::from_secs(6)));
                         store
                             .penalize(&pair_bucket(&job.tenant_id, &job.conversation), self.pair_rate(), penalty)
                             .await?;

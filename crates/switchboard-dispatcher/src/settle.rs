@@ -32,6 +32,20 @@ impl Fate {
     }
 }
 
+/// A delivery's headers without the broker's own dead-lettering bookkeeping (`x-death`,
+/// `x-first-death-*`, `x-last-death-*`, `x-delivery-count`), which must not travel with a
+/// message we publish again.
+fn own_headers(delivery: &Delivery) -> switchboard_bus::Headers {
+    let mut headers = delivery.headers.clone();
+    headers.retain(|k, _| {
+        !(k.starts_with("x-death")
+            || k.starts_with("x-first-death")
+            || k.starts_with("x-last-death")
+            || k == "x-delivery-count")
+    });
+    headers
+}
+
 impl Dispatcher {
     /// Puts the job on the retry ladder: the step for its attempt count (exponential), picked
     /// at random between that step and the next (jitter), and at least `at_least`.
@@ -49,7 +63,7 @@ impl Dispatcher {
         let exp = (attempts.before.saturating_sub(1) as usize).min(steps.len() - 1);
         let jittered = (exp + rand::rng().random_range(0..=1)).min(steps.len() - 1);
         let delay = steps[jittered].0.max(topology.retry_step_at_least(at_least.as_millis() as u64));
-        let mut headers = delivery.headers.clone();
+        let mut headers = own_headers(delivery);
         headers.insert(names::ATTEMPTS.into(), attempts.before.to_string());
         headers.insert(names::FIRST_ATTEMPT_AT.into(), attempts.first_at_ms.to_string());
         headers.insert(names::LAST_ERROR.into(), last_error.to_string());
@@ -76,7 +90,7 @@ impl Dispatcher {
     /// Parks the job of a paused tenant until an operator resumes the tenant.
     pub(crate) async fn hold(&self, job: &OutboundJob, delivery: &Delivery) -> Result<Fate, Requeue> {
         let topology = self.inner.bus.topology();
-        let mut headers = delivery.headers.clone();
+        let mut headers = own_headers(delivery);
         headers.insert(names::TENANT.into(), job.tenant_id.clone());
         headers.insert(names::REASON.into(), "tenant_paused".into());
         headers.insert(names::SOURCE_QUEUE.into(), topology.outbound.clone());

@@ -22,6 +22,12 @@ impl Dispatcher {
         }
         let store = &self.inner.store;
         let Some((job, part)) = store.sent_part(&event.tenant_id, &event.wamid).await? else { return Ok(()) };
+        let keep = std::time::Duration::from_secs(self.inner.settings.reply_max_age_secs);
+        let resends = store.count_resend(&job.tenant_id, &job.reply_id, keep).await?;
+        if resends > self.inner.settings.send_max_attempts {
+            tracing::warn!(reply_id = %job.reply_id, resends, "failed again after the last allowed resend; recorded only");
+            return Ok(());
+        }
         store.unsend_part(&job.tenant_id, &job.reply_id, part).await?;
         let topology = self.inner.bus.topology();
         let delay = topology.retry_steps.first().map(|s| s.0).unwrap_or(1_000);
@@ -90,7 +96,10 @@ impl Dispatcher {
                 metrics::counter!("switchboard_statuses_total", "status" => status_label(&event.status)).increment(1);
                 if event.status == "failed" {
                     tracing::warn!(codes = ?event.error_codes, reply_id = ?event.reply_id, "outbound message failed");
-                    if let Err(error) = self.retry_failed(event).await {
+                    // Only when newly recorded: a repeated `failed` must not resend again.
+                    if record.regressed_ignored {
+                        tracing::debug!("repeated failed status ignored");
+                    } else if let Err(error) = self.retry_failed(event).await {
                         tracing::warn!(%error, "cannot schedule the failed message for a retry");
                     }
                 } else {

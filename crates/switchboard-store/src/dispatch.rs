@@ -81,6 +81,21 @@ impl Store {
         }
     }
 
+    /// Counts one more resend of a reply after a `failed` status; returns the count so far.
+    pub async fn count_resend(&self, tenant: &str, reply_id: &str, ttl: Duration) -> Result<u32, StoreError> {
+        let key = format!("{}:resends:{tenant}:{reply_id}", self.keys.namespace());
+        let mut conn = self.conn().await?;
+        let (n, _): (u32, i64) = redis::pipe()
+            .cmd("INCR")
+            .arg(&key)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(millis(ttl))
+            .query_async(&mut conn)
+            .await?;
+        Ok(n)
+    }
+
     /// Forgets that a part was sent, so the next delivery of its job sends it again.
     pub async fn unsend_part(&self, tenant: &str, reply_id: &str, part: usize) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;

@@ -112,7 +112,7 @@ pub async fn dlq(bus: &Bus, command: DlqCommand) -> anyhow::Result<()> {
         }
         DlqCommand::Show { position, selection, reveal } => {
             let queue = queue_name(bus, selection.queue);
-            let found = bus.peek(&queue, &Filter::default(), position).await?;
+            let found = bus.peek(&queue, &filter(&selection), position).await?;
             let Some(m) = found.into_iter().find(|m| m.position == position) else {
                 anyhow::bail!("no message at position {position}");
             };
@@ -127,10 +127,16 @@ pub async fn dlq(bus: &Bus, command: DlqCommand) -> anyhow::Result<()> {
                     }
                     println!("{}", serde_json::to_string_pretty(&body)?);
                 }
-                Err(_) => println!("({} bytes, not JSON{})", m.body.len(), if reveal { "" } else { "; use --reveal" }),
+                Err(_) if reveal => println!("{}", String::from_utf8_lossy(&m.body)),
+                Err(_) => println!("({} bytes, not JSON; --reveal prints them)", m.body.len()),
             }
         }
         DlqCommand::Redrive { selection } => {
+            anyhow::ensure!(
+                !matches!(selection.queue, Parking::Rejected),
+                "rejected webhook bodies cannot be redriven: inspect them with `dlq show --queue rejected --reveal`, fix the \
+                 cause, and let Meta resend (or POST them to the webhook again)"
+            );
             let queue = queue_name(bus, selection.queue);
             let n = bus.redrive(&queue, &filter(&selection)).await?;
             println!("redrove {n} message(s)");
@@ -164,7 +170,23 @@ fn mask(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(map) => {
             for (k, val) in map.iter_mut() {
-                if matches!(k.as_str(), "body" | "content" | "wa_id" | "user_id" | "from" | "to" | "recipient_id") {
+                if matches!(
+                    k.as_str(),
+                    "body"
+                        | "content"
+                        | "wa_id"
+                        | "user_id"
+                        | "from"
+                        | "to"
+                        | "recipient_id"
+                        | "wamid"
+                        | "wamids"
+                        | "in_reply_to"
+                        | "id"
+                        | "name"
+                        | "profile"
+                        | "trace"
+                ) {
                     if !val.is_null() {
                         *val = serde_json::Value::String("[masked]".into());
                     }
