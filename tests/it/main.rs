@@ -9,6 +9,7 @@ mod ingress;
 mod observability;
 mod pipeline;
 mod sequencing;
+mod tenants;
 
 use std::time::Duration;
 

@@ -115,6 +115,8 @@ impl TestEnv {
         s.pair_burst = 100;
         s.mark_read = false;
         s.turn_max_delay_ms = 3_000;
+        s.admin_addr = "127.0.0.1:0".parse().expect("addr");
+        s.metrics_addr = "127.0.0.1:0".parse().expect("addr");
         s.dispatcher_concurrency = 16;
         adjust(&mut s);
         let tenants = Arc::new(Tenants::from_settings(&s));
@@ -249,6 +251,8 @@ impl TestEnv {
             ("PAIR_INTERVAL_MS", s.pair_interval_ms.to_string()),
             ("PAIR_BURST", s.pair_burst.to_string()),
             ("MARK_READ", s.mark_read.to_string()),
+            ("ADMIN_ADDR", s.admin_addr.to_string()),
+            ("METRICS_ADDR", s.metrics_addr.to_string()),
             ("SHUTDOWN_TIMEOUT_MS", s.shutdown_timeout_ms.to_string()),
         ];
         vars.retain(|(_, v)| !v.is_empty());

@@ -84,6 +84,30 @@ impl Bus {
         self.walk(queue, filter, false).await
     }
 
+    /// Deletes the messages of `queue` whose body satisfies `doomed`, looking at `limit`
+    /// messages at most (one walk on one channel; the others go back untouched). Returns
+    /// (deleted, examined).
+    pub async fn purge_where(
+        &self,
+        queue: &str,
+        limit: usize,
+        doomed: impl Fn(&[u8]) -> bool,
+    ) -> Result<(usize, usize), BusError> {
+        let channel = self.channel().await?;
+        let (mut deleted, mut examined) = (0, 0);
+        while examined < limit {
+            let Some(got) = channel.basic_get(queue.into(), BasicGetOptions::default()).await? else { break };
+            examined += 1;
+            let d = crate::Delivery::from_get(got, queue, channel.clone());
+            if doomed(&d.body) {
+                d.ack().await?;
+                deleted += 1;
+            }
+        }
+        let _ = channel.close(200, "purge done".into()).await;
+        Ok((deleted, examined))
+    }
+
     async fn walk(&self, queue: &str, filter: &Filter, republish: bool) -> Result<usize, BusError> {
         let channel = self.channel().await?;
         let mut moved = 0;

@@ -6,13 +6,15 @@
 //!
 //! * [`Settings`]: every key, flat, named after its environment variable without the prefix;
 //! * [`Settings::validate`]: required keys per role, with one clear error naming the variable;
-//! * [`Tenants`]: the tenant directory the roles look tenants up in (one tenant for now,
-//!   built from the single-tenant variables).
+//! * [`Tenants`]: the tenant directory the roles look tenants up in: from
+//!   `SWITCHBOARD_TENANTS_FILE` (`tenants_file.rs`) or, without it, the one tenant of the
+//!   single-tenant variables; each [`Tenant`] with its [`Retention`] and end-user commands.
 
 mod secret;
 mod settings;
 mod tenants;
+mod tenants_file;
 
 pub use secret::Secret;
 pub use settings::{ConfigError, LogFormat, Role, Settings};
-pub use tenants::{Tenant, Tenants};
+pub use tenants::{sha256_hex, split_words, Retention, Tenant, Tenants, UserCommand};

@@ -75,6 +75,12 @@ pub struct Settings {
     pub llm_backoff_base_ms: u64,
     pub llm_failure_reply: String,
     pub unsupported_reply: String,
+    /// The one confirmation sent when a user sends a stop word.
+    pub stop_reply: String,
+    /// Sent when a user sends a start word while restricted.
+    pub start_reply: String,
+    /// Sent when a user sends a forget word (after the context is erased).
+    pub forget_reply: String,
 
     // --- worker ---
     /// Conversations whose turns run at once in one worker.
@@ -124,6 +130,25 @@ pub struct Settings {
     /// serves them on its own port too). In `all` mode the ingress port serves them.
     pub metrics_addr: SocketAddr,
 
+    // --- tenants, data-subject rights, admin API ---
+    /// A TOML file defining any number of tenants (`[[tenant]]` tables); when set, the
+    /// single-tenant variables above are not used for tenants. See `docs/tenants.example.toml`.
+    pub tenants_file: Option<String>,
+    /// Where the admin / data-subject API listens (never the webhook port).
+    pub admin_addr: SocketAddr,
+    /// Hex SHA-256 of the operator's admin bearer token (acts on every tenant).
+    pub operator_token_sha256: Option<String>,
+    /// Hex SHA-256 of the single-tenant shorthand's admin bearer token (acts on that tenant).
+    pub admin_token_sha256: Option<String>,
+    /// How long audit records of admin actions and erasures are kept.
+    pub audit_ttl_secs: u64,
+    /// End-user words (comma-separated, matched case-insensitively) that restrict processing.
+    pub stop_words: String,
+    /// End-user words that lift a restriction set by a stop word.
+    pub start_words: String,
+    /// End-user words that erase the user's stored context.
+    pub forget_words: String,
+
     // --- lifecycle ---
     pub shutdown_timeout_ms: u64,
 }
@@ -163,6 +188,9 @@ impl Default for Settings {
             unsupported_reply: "Sorry, I can only read text messages for now. \
                                 Could you write your question?"
                 .into(),
+            stop_reply: "You will not get any more messages from this assistant. Send START to talk again.".into(),
+            start_reply: "Welcome back! How can I help?".into(),
+            forget_reply: "Done: I have forgotten our conversation.".into(),
             worker_concurrency: 64,
             worker_prefetch: 256,
             coalesce_window_ms: 1_500,
@@ -185,6 +213,14 @@ impl Default for Settings {
             status_ttl_secs: 30 * 24 * 3600,
             ledger_ttl_secs: 7 * 24 * 3600,
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9464)),
+            tenants_file: None,
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            operator_token_sha256: None,
+            admin_token_sha256: None,
+            audit_ttl_secs: 365 * 24 * 3600,
+            stop_words: "STOP,STOPP,ARRET,ALTO,PARAR,UNSUBSCRIBE".into(),
+            start_words: "START,UNSTOP".into(),
+            forget_words: "/forget".into(),
             shutdown_timeout_ms: 25_000,
         }
     }
@@ -239,8 +275,16 @@ impl Settings {
     }
 
     /// Checks that every key the given roles need is present.
+    ///
+    /// With `SWITCHBOARD_TENANTS_FILE` set, the single-tenant keys are not required (each
+    /// tenant's are checked by [`crate::Tenants::validate`]) but `SWITCHBOARD_PSEUDONYM_KEY` is:
+    /// it must not be derived from one tenant's app secret.
     pub fn validate(&self, roles: &[Role]) -> Result<(), ConfigError> {
         self.check_values()?;
+        self.check_token_hashes()?;
+        if self.tenants_file.as_deref().is_some_and(|p| !p.trim().is_empty()) {
+            return require_secret(&self.pseudonym_key, "SWITCHBOARD_PSEUDONYM_KEY");
+        }
         require(&self.phone_number_id, "SWITCHBOARD_PHONE_NUMBER_ID")?;
         for role in roles {
             match role {
@@ -290,6 +334,7 @@ impl Settings {
             ("SWITCHBOARD_CONTEXT_TTL_SECS", self.context_ttl_secs),
             ("SWITCHBOARD_STATUS_TTL_SECS", self.status_ttl_secs),
             ("SWITCHBOARD_LEDGER_TTL_SECS", self.ledger_ttl_secs),
+            ("SWITCHBOARD_AUDIT_TTL_SECS", self.audit_ttl_secs),
             ("SWITCHBOARD_MAX_BODY_BYTES", self.max_body_bytes as u64),
             ("SWITCHBOARD_SEND_BACKOFF_BASE_MS", self.send_backoff_base_ms),
             ("SWITCHBOARD_REPLY_MAX_AGE_SECS", self.reply_max_age_secs),
@@ -317,6 +362,9 @@ impl Settings {
                 "SWITCHBOARD_SEND_BACKOFF_MAX_MS",
                 "must be at least SWITCHBOARD_SEND_BACKOFF_BASE_MS",
             ));
+        }
+        if self.admin_addr.port() != 0 && self.admin_addr.port() == self.http_addr.port() {
+            return Err(invalid("SWITCHBOARD_ADMIN_ADDR", "must not be the webhook port (SWITCHBOARD_HTTP_ADDR)"));
         }
         if self.window_margin_secs >= 24 * 3600 {
             return Err(invalid("SWITCHBOARD_WINDOW_MARGIN_SECS", "must be less than 24 hours"));

@@ -20,7 +20,9 @@ impl Dispatcher {
             return;
         }
         // Receipts count toward the phone number's throughput like any message.
-        if let Ok(wait) = self.inner.store.reserve(&number_bucket(&r.phone_number_id), self.number_rate()).await {
+        if let Ok(wait) =
+            self.inner.store.reserve(&number_bucket(&r.phone_number_id), self.number_rate(&r.tenant_id)).await
+        {
             tokio::time::sleep(wait).await;
         }
         match self.inner.graph.mark_read(token.expose(), &r.phone_number_id, &r.wamid, r.typing).await {

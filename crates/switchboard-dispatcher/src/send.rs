@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use switchboard_bus::{headers::names, BusError, Delivery};
-use switchboard_domain::{now_ms, split_message, DeadLetterReason, OutboundJob, MAX_TEXT_CHARS};
+use switchboard_domain::{now_ms, split_message, DeadLetterReason, OutboundJob, ReplyKind, MAX_TEXT_CHARS};
 use switchboard_store::{
     lease::{Acquired, Lease},
     ClaimKey, Rate, StoreError,
@@ -122,6 +122,14 @@ impl Dispatcher {
                 .dead_letter(job, delivery, attempts, DeadLetterReason::UnknownTenant, None, "no access token")
                 .await;
         };
+        // The user's rights first: nothing for an erased user that was prepared before the
+        // erasure, nothing but the confirmation of their own command while restricted.
+        if store.erased_at(&job.tenant_id, &job.conversation).await?.is_some_and(|at| job.created_at_ms <= at) {
+            return Ok(Fate::Suppressed);
+        }
+        if job.kind != ReplyKind::Notice && store.is_restricted(&job.tenant_id, &job.conversation).await? {
+            return Ok(Fate::Suppressed);
+        }
         if store.tenant_paused(&job.tenant_id).await?.is_some() {
             return self.hold(job, delivery).await;
         }
@@ -183,7 +191,7 @@ impl Dispatcher {
 
     /// Waits for a slot of the phone number's rate and of the recipient's pair rate.
     async fn wait_for_rate(&self, job: &OutboundJob) -> Result<(), Requeue> {
-        let (number, pair) = (self.number_rate(), self.pair_rate());
+        let (number, pair) = (self.number_rate(&job.tenant_id), self.pair_rate());
         let (number_key, pair_key) =
             (number_bucket(&job.phone_number_id), pair_bucket(&job.tenant_id, &job.conversation));
         let (a, b) =
@@ -201,9 +209,11 @@ impl Dispatcher {
         Ok(())
     }
 
-    pub(crate) fn number_rate(&self) -> Rate {
+    /// The phone number's rate: the tenant's own when set, else the default.
+    pub(crate) fn number_rate(&self, tenant: &str) -> Rate {
         let s = &self.inner.settings;
-        Rate { per_second: s.rate_per_number, burst: s.rate_burst }
+        let per_second = self.inner.tenants.get(tenant).and_then(|t| t.rate_per_number).unwrap_or(s.rate_per_number);
+        Rate { per_second, burst: s.rate_burst }
     }
 
     fn pair_rate(&self) -> Rate {
@@ -218,7 +228,12 @@ impl Dispatcher {
         let s = &self.inner.settings;
         let store = &self.inner.store;
         let (key, token) = (ClaimKey::send(&job.tenant_id, &job.reply_id, index), lease.token().to_string());
-        let ttl = Duration::from_secs(s.ledger_ttl_secs);
+        let ttl = self
+            .inner
+            .tenants
+            .get(&job.tenant_id)
+            .map(|t| t.retention.ledger())
+            .unwrap_or(Duration::from_secs(s.ledger_ttl_secs));
         let mut written = lease.complete(wamid, ttl).await.map(|_| ());
         let mut pause = Duration::from_millis(100);
         while let Err(error) = written {
@@ -308,7 +323,9 @@ impl Dispatcher {
                     ErrorClass::Throughput => {
                         // Slow the whole phone number down, for every replica.
                         let penalty = Duration::from_millis(s.send_backoff_base_ms);
-                        store.penalize(&number_bucket(&job.phone_number_id), self.number_rate(), penalty).await?;
+                        store
+                            .penalize(&number_bucket(&job.phone_number_id), self.number_rate(&job.tenant_id), penalty)
+                            .await?;
                         at_least = at_least.max(penalty);
                     }
                     ErrorClass::PairRate => {

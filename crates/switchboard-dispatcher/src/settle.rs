@@ -19,6 +19,8 @@ pub(crate) enum Fate {
     Retrying,
     Held,
     DeadLettered,
+    /// Not sent: the user is restricted, or was erased after the reply was prepared.
+    Suppressed,
 }
 
 impl Fate {
@@ -28,6 +30,7 @@ impl Fate {
             Fate::Retrying => "retrying",
             Fate::Held => "held",
             Fate::DeadLettered => "dead_lettered",
+            Fate::Suppressed => "suppressed",
         }
     }
 }

@@ -77,7 +77,12 @@ impl Dispatcher {
             error_codes: &event.error_codes,
             reply_id: event.reply_id.as_deref(),
         };
-        let ttl = Duration::from_secs(self.inner.settings.status_ttl_secs);
+        let ttl = self
+            .inner
+            .tenants
+            .get(&event.tenant_id)
+            .map(|t| t.retention.status())
+            .unwrap_or(Duration::from_secs(self.inner.settings.status_ttl_secs));
         // Redis trouble is retried here: giving the delivery back would count toward the
         // queue's delivery limit.
         let mut pause = Duration::from_millis(100);

@@ -111,6 +111,9 @@ pub enum ReplyKind {
     Apology,
     /// The honest "I can only read text" answer to media and other unsupported messages.
     Unsupported,
+    /// A confirmation of the user's own command (STOP, START, /forget): sent even while the
+    /// user's processing is restricted.
+    Notice,
 }
 
 /// One reply for the dispatcher to send.

@@ -171,7 +171,8 @@ impl Store {
             .arg(json)
             .arg(millis(ttl))
             .arg(event.timestamp)
-            .arg(WINDOW_KEY_TTL_MS)
+            // Never kept longer than the tenant's retention of message data.
+            .arg(WINDOW_KEY_TTL_MS.min(millis(ttl)))
             .invoke_async(&mut conn)
             .await?;
         Ok(MessageState::parse(state))

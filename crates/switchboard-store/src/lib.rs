@@ -47,6 +47,7 @@ pub mod lease;
 mod ratelimit;
 mod scripts;
 mod status;
+mod subject;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +61,7 @@ pub use error::StoreError;
 pub use keys::ClaimKey;
 pub use ratelimit::Rate;
 pub use status::{status_rank, StatusRecord, StatusUpdate};
+pub use subject::{AuditRecord, DeliveryRecord, ErasureReport, MessageRecord, StoredKey, SubjectExport};
 
 use keys::Keys;
 

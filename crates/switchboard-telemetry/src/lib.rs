@@ -62,8 +62,10 @@ pub fn init(service_name: &'static str, format: Format) -> Option<Telemetry> {
 }
 
 fn resource(service_name: &'static str) -> Resource {
-    // OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES override this default (the SDK reads them).
-    Resource::builder().with_service_name(service_name).build()
+    // OTEL_SERVICE_NAME wins over the role's default name; OTEL_RESOURCE_ATTRIBUTES is read by
+    // the SDK's environment detector.
+    let name = std::env::var("OTEL_SERVICE_NAME").ok().filter(|n| !n.trim().is_empty());
+    Resource::builder().with_service_name(name.unwrap_or_else(|| service_name.to_string())).build()
 }
 
 fn install<W>(provider: SdkTracerProvider, service_name: &'static str, format: Format, writer: W) -> Option<Telemetry>

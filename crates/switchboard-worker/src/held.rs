@@ -87,7 +87,7 @@ impl Worker {
         }
         // Orphaned: re-queue what is still open (idempotent; heals a Redis that lost the
         // pending set) and run the conversation here.
-        let ttl = std::time::Duration::from_secs(self.inner.settings.idempotency_ttl_secs);
+        let ttl = self.inner.retention(&conv.0).idempotency();
         for (event, state) in events.iter().zip(&states) {
             if *state == MessageState::Open {
                 let _ = store.enqueue_message(event, ttl).await;

@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub bus: Bus,
     pub store: Store,
     pub llm: LlmClient,
+    /// Tenants with an LLM endpoint of their own.
+    pub tenant_llms: std::collections::HashMap<String, LlmClient>,
     pub tenants: Arc<Tenants>,
     pub settings: Settings,
     pub shutdown: CancellationToken,
@@ -92,11 +94,26 @@ pub async fn run(
     tenants: Arc<Tenants>,
     shutdown: CancellationToken,
 ) {
+    let mut tenant_llms = std::collections::HashMap::new();
+    for tenant in tenants.iter() {
+        if let Some(url) = &tenant.llm_base_url {
+            let key = tenant.llm_api_key.as_ref().map(|k| k.expose()).filter(|k| !k.is_empty());
+            match LlmClient::new(url, key, settings.llm_timeout()) {
+                Ok(client) => {
+                    tenant_llms.insert(tenant.id.clone(), client);
+                }
+                Err(error) => {
+                    tracing::error!(tenant = %tenant.id, %error, "tenant LLM endpoint unusable; using the default")
+                }
+            }
+        }
+    }
     let worker = Worker {
         inner: Arc::new(Inner {
             bus: bus.clone(),
             store,
             llm,
+            tenant_llms,
             tenants,
             settings: settings.clone(),
             shutdown: shutdown.clone(),
@@ -133,6 +150,16 @@ pub async fn run(
         }
     };
     consume::run_with_drain(bus, config, shutdown, handler, drain).await;
+}
+
+impl Inner {
+    /// The tenant's retention periods (the settings' defaults for an unknown tenant).
+    pub(crate) fn retention(&self, tenant: &str) -> switchboard_config::Retention {
+        self.tenants
+            .get(tenant)
+            .map(|t| t.retention)
+            .unwrap_or_else(|| switchboard_config::Retention::from_settings(&self.settings))
+    }
 }
 
 /// How often held deliveries are checked (acked when answered, taken over when orphaned).

@@ -24,6 +24,7 @@ impl Worker {
     ))]
     pub(crate) async fn generate(
         &self,
+        tenant: &str,
         model: &str,
         system_prompt: &str,
         history: &[ChatEntry],
@@ -41,10 +42,11 @@ impl Worker {
             attempts += 1;
             async {
                 let started = std::time::Instant::now();
-                let result = self.inner.llm.complete(&request).await;
+                let client = self.inner.tenant_llms.get(tenant).unwrap_or(&self.inner.llm);
+                let result = client.complete(&request).await;
                 let outcome = match &result {
                     Ok(_) => "ok".to_string(),
-                    Err(e) => e.label(),
+                    Err(e) => e.label().replace(' ', "_"),
                 };
                 metrics::histogram!("switchboard_llm_request_seconds", "model" => model.to_string(), "outcome" => outcome)
                     .record(started.elapsed().as_secs_f64());

@@ -3,10 +3,41 @@
 use std::time::Duration;
 
 use switchboard_bus::{topology::routing, BusError, Delivery};
+use switchboard_config::{Tenant, UserCommand};
 use switchboard_domain::{
     message_ref, now_ms, DeadLetter, DeadLetterReason, InboundContent, InboundEvent, ReadReceipt,
 };
-use switchboard_store::MessageState;
+use switchboard_store::{AuditRecord, MessageState};
+
+use crate::runner::TurnError;
+
+/// What to do with an inbound message after the rights check.
+enum Rights {
+    /// Queue it for a turn.
+    Process,
+    /// Settled already (a command carried out, a restricted user, an erased message).
+    Done(&'static str),
+}
+
+/// The confirmation of a user's command: answers that one message, sent even while restricted.
+fn notice_job(event: &InboundEvent, body: String) -> switchboard_domain::OutboundJob {
+    switchboard_domain::OutboundJob {
+        tenant_id: event.tenant_id.clone(),
+        phone_number_id: event.phone_number_id.clone(),
+        reply_id: switchboard_domain::reply_id(&event.tenant_id, &event.wamid),
+        to: event.from.clone(),
+        conversation: event.conversation.clone(),
+        in_reply_to: event.wamid.clone(),
+        wamids: vec![event.wamid.clone()],
+        kind: switchboard_domain::ReplyKind::Notice,
+        body,
+        user_timestamp: event.timestamp,
+        created_at_ms: now_ms(),
+        last_received_at_ms: event.received_at_ms,
+        trace: Default::default(),
+    }
+}
+use tracing::Instrument;
 
 use crate::Worker;
 
@@ -16,7 +47,7 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 impl Worker {
     pub(crate) async fn receive(&self, delivery: Delivery) {
-        let mut event: InboundEvent = match serde_json::from_slice(&delivery.body) {
+        let event: InboundEvent = match serde_json::from_slice(&delivery.body) {
             Ok(ev) => ev,
             Err(error) => {
                 tracing::error!(%error, "undecodable inbound event; dead-lettering");
@@ -42,13 +73,32 @@ impl Worker {
             redelivered = delivery.redelivered,
         );
         switchboard_telemetry::extract(&delivery.headers, &span);
-        if self.inner.tenants.get(&event.tenant_id).is_none() {
-            tracing::error!(parent: &span, "message for an unknown tenant; dead-lettering");
+        self.take(event, delivery).instrument(span).await
+    }
+
+    /// Queues the message for its turn and holds the delivery (inside the receive span).
+    async fn take(&self, mut event: InboundEvent, delivery: Delivery) {
+        let Some(tenant) = self.inner.tenants.get(&event.tenant_id).cloned() else {
+            tracing::error!("message for an unknown tenant; dead-lettering");
             let parked = self
                 .dead_letter(&delivery, Some(&event), DeadLetterReason::UnknownTenant, "unknown tenant".into(), 1)
                 .await;
             let _ = if parked.is_ok() { delivery.ack().await } else { delivery.requeue().await };
             return;
+        };
+        match self.rights(&tenant, &event).await {
+            Ok(Rights::Process) => {}
+            Ok(Rights::Done(what)) => {
+                tracing::info!(what, "message settled without a turn");
+                let _ = delivery.ack().await;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot check the user's rights yet; requeueing");
+                tokio::time::sleep(RETRY_PAUSE * 5).await;
+                let _ = delivery.requeue().await;
+                return;
+            }
         }
         // The webhook's trace context waits with the message, so its turn joins that trace.
         event.trace = delivery
@@ -57,7 +107,7 @@ impl Worker {
             .filter(|(k, _)| *k == "traceparent" || *k == "tracestate")
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let ttl = Duration::from_secs(self.inner.settings.idempotency_ttl_secs);
+        let ttl = tenant.retention.idempotency();
         let store = &self.inner.store;
         // Redis trouble is retried here, holding the delivery: giving it back would count
         // toward the queue's delivery limit and, in a long outage, dead-letter good messages.
@@ -71,7 +121,7 @@ impl Worker {
             };
             match attempt {
                 Err(error) if !self.inner.shutdown.is_cancelled() => {
-                    tracing::warn!(parent: &span, %error, retry_in = ?pause, "cannot queue the message; retrying");
+                    tracing::warn!(%error, retry_in = ?pause, "cannot queue the message; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(MAX_RETRY_PAUSE);
                 }
@@ -80,7 +130,7 @@ impl Worker {
         };
         match result {
             Ok(state) if state.is_settled() => {
-                tracing::debug!(parent: &span, ?state, "already handled");
+                tracing::debug!(?state, "already handled");
                 let _ = delivery.ack().await;
             }
             Ok(state) => {
@@ -92,10 +142,49 @@ impl Worker {
                 self.schedule(conv);
             }
             Err(error) => {
-                tracing::warn!(parent: &span, %error, "shutting down with the message unqueued; requeueing");
+                tracing::warn!(%error, "shutting down with the message unqueued; requeueing");
                 let _ = delivery.requeue().await;
             }
         }
+    }
+
+    /// What the user's rights and commands say about this message, before anything is stored:
+    /// messages that arrived before an erasure are dropped; STOP / START / forget words are
+    /// carried out (with one confirmation); a restricted user's messages are acknowledged and
+    /// nothing more.
+    async fn rights(&self, tenant: &Tenant, event: &InboundEvent) -> Result<Rights, TurnError> {
+        let store = &self.inner.store;
+        let (t, c) = (&event.tenant_id, &event.conversation);
+        if store.erased_at(t, c).await?.is_some_and(|at| event.received_at_ms <= at) {
+            return Ok(Rights::Done("erased"));
+        }
+        let command = match &event.content {
+            InboundContent::Text { body } => tenant.user_command(body),
+            _ => None,
+        };
+        let s = &self.inner.settings;
+        let (action, notice) = match command {
+            Some(UserCommand::Stop) => ("stop", store.restrict(t, c, true).await?.then(|| s.stop_reply.clone())),
+            Some(UserCommand::Start) => ("start", store.restrict(t, c, false).await?.then(|| s.start_reply.clone())),
+            Some(UserCommand::Forget) => {
+                store.forget_context(t, c).await?;
+                ("forget", Some(s.forget_reply.clone()))
+            }
+            None if store.is_restricted(t, c).await? => return Ok(Rights::Done("restricted")),
+            None => return Ok(Rights::Process),
+        };
+        if let Some(body) = notice {
+            self.publish(&notice_job(event, body)).await?;
+        }
+        let record = AuditRecord {
+            at_ms: now_ms(),
+            actor: "user".into(),
+            action: action.into(),
+            subject_ref: Some(c.clone()),
+            detail: "end-user command".into(),
+        };
+        store.audit(t, &record, tenant.retention.audit()).await?;
+        Ok(Rights::Done(action))
     }
 
     /// Asks the dispatcher to mark the message read (and show "typing…"), if the tenant wants

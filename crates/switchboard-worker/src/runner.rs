@@ -91,9 +91,8 @@ impl Worker {
     }
 
     async fn turns(&self, conv: &ConvKey, lease: &Lease) -> Result<Ran, TurnError> {
-        let s = &self.inner.settings;
         let store = &self.inner.store;
-        let state_ttl = Duration::from_secs(s.idempotency_ttl_secs);
+        let state_ttl = self.inner.retention(&conv.0).idempotency();
         // A previous holder may have died between committing a turn and publishing it: publish
         // it now, under the same reply id (the dispatcher sends a reply id at most once).
         for job in store.unpublished_turns(&conv.0, &conv.1).await? {
@@ -174,7 +173,7 @@ impl Worker {
         let s = &self.inner.settings;
         let store = &self.inner.store;
         let tenant = self.inner.tenants.get(&conv.0).cloned().ok_or(TurnError::UnknownTenant)?;
-        let ctx_ttl = Duration::from_secs(s.context_ttl_secs);
+        let ctx_ttl = tenant.retention.context();
         let oldest = batch.iter().map(|e| e.received_at_ms).min().unwrap_or_else(now_ms);
         let mut appended = 0usize;
         let mut regenerations = 0u32;
@@ -199,7 +198,7 @@ impl Worker {
                 Some(w) => w,
                 None => store.context(&conv.0, &conv.1).await?,
             };
-            let reply = match self.generate(&tenant.llm_model, &tenant.system_prompt, &window).await {
+            let reply = match self.generate(&tenant.id, &tenant.llm_model, &tenant.system_prompt, &window).await {
                 (Ok(completion), _) => (ReplyKind::Assistant, completion.content),
                 (Err(_), _) if self.inner.shutdown.is_cancelled() => {
                     // Retries stop at shutdown: leave the messages pending for another replica
@@ -260,7 +259,7 @@ impl Worker {
             content: job.body.clone(),
             at: now_ms() / 1000,
         });
-        let state_ttl = Duration::from_secs(s.idempotency_ttl_secs);
+        let state_ttl = self.inner.retention(&conv.0).idempotency();
         if !store.commit_turn(lease.token(), &job, assistant.as_ref(), state_ttl, ctx_ttl).await? {
             return Err(TurnError::LeaseLost);
         }
@@ -271,6 +270,7 @@ impl Worker {
             ReplyKind::Assistant => "assistant",
             ReplyKind::Apology => "apology",
             ReplyKind::Unsupported => "unsupported",
+            ReplyKind::Notice => "notice",
         };
         metrics::counter!("switchboard_turns_total", "tenant" => conv.0.clone(), "kind" => kind_label).increment(1);
         metrics::histogram!("switchboard_turn_messages").record(job.wamids.len() as f64);
@@ -281,7 +281,7 @@ impl Worker {
         Ok(())
     }
 
-    async fn publish(&self, job: &OutboundJob) -> Result<(), BusError> {
+    pub(crate) async fn publish(&self, job: &OutboundJob) -> Result<(), BusError> {
         let bus = &self.inner.bus;
         let mut message = bus.event(routing::OUTBOUND, job)?;
         message.message_id = Some(job.reply_id.clone());

@@ -4,6 +4,7 @@
 //! switchboard ingress     # Meta's webhook endpoint
 //! switchboard worker      # inbound messages → LLM → outbound replies
 //! switchboard dispatcher  # outbound replies → Graph API; delivery statuses
+//! switchboard admin       # the admin / data-subject API (also served by ingress and all)
 //! switchboard all         # the three roles in one process
 //! switchboard dlq list|show|redrive|purge   # operate the dead-letter queue
 //! switchboard tenant pause|resume ID        # stop / restart a tenant's sending
@@ -41,6 +42,8 @@ enum Command {
     Worker,
     /// Send replies through the Graph API and record delivery statuses.
     Dispatcher,
+    /// Only the admin / data-subject API (SWITCHBOARD_ADMIN_ADDR).
+    Admin,
     /// All three roles in one process (local use and demos).
     All,
     /// Inspect and replay the dead-letter queue (and the rejected and held queues).
@@ -61,6 +64,7 @@ enum Service {
     Ingress,
     Worker,
     Dispatcher,
+    Admin,
     All,
 }
 
@@ -70,6 +74,7 @@ impl Service {
             Service::Ingress => &[Role::Ingress],
             Service::Worker => &[Role::Worker],
             Service::Dispatcher => &[Role::Dispatcher],
+            Service::Admin => &[],
             Service::All => &[Role::Ingress, Role::Worker, Role::Dispatcher],
         }
     }
@@ -81,12 +86,21 @@ fn main() -> ExitCode {
         Command::Ingress => Some(Service::Ingress),
         Command::Worker => Some(Service::Worker),
         Command::Dispatcher => Some(Service::Dispatcher),
+        Command::Admin => Some(Service::Admin),
         Command::All => Some(Service::All),
         Command::Dlq { .. } | Command::Tenant { .. } => None,
     };
     let roles = service.map(Service::roles).unwrap_or(&[]);
     let checked = Settings::load().and_then(|s| if service.is_some() { s.validate(roles).map(|()| s) } else { Ok(s) });
-    let settings = match checked {
+    let checked = checked.and_then(|s| {
+        let tenants = if service.is_some() {
+            Tenants::load(&s).and_then(|t| t.validate(roles).map(|()| t))?
+        } else {
+            Tenants::from_settings(&s)
+        };
+        Ok((s, tenants))
+    });
+    let (settings, tenants) = match checked {
         Ok(s) => s,
         Err(error) => {
             eprintln!("switchboard: {error}");
@@ -102,7 +116,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         let result = match (service, cli.command) {
-            (Some(service), _) => run(service, settings).await,
+            (Some(service), _) => run(service, settings, tenants).await,
             (None, Command::Dlq { command }) => {
                 operate(&settings, "dlq", async |bus, _| ops::dlq(bus, command).await).await
             }
@@ -143,7 +157,7 @@ async fn operate(
     result
 }
 
-async fn run(command: Service, settings: Settings) -> anyhow::Result<()> {
+async fn run(command: Service, settings: Settings, tenants: Tenants) -> anyhow::Result<()> {
     let format = match settings.log_format {
         LogFormat::Json => switchboard_telemetry::Format::Json,
         LogFormat::Text => switchboard_telemetry::Format::Text,
@@ -152,6 +166,7 @@ async fn run(command: Service, settings: Settings) -> anyhow::Result<()> {
         Service::Ingress => "switchboard-ingress",
         Service::Worker => "switchboard-worker",
         Service::Dispatcher => "switchboard-dispatcher",
+        Service::Admin => "switchboard-admin",
         Service::All => "switchboard",
     };
     let telemetry = switchboard_telemetry::init(service_name, format);
@@ -159,7 +174,7 @@ async fn run(command: Service, settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 
-    let tenants = Arc::new(Tenants::from_settings(&settings));
+    let tenants = Arc::new(tenants);
     let bus = Bus::new_lazy(settings.amqp_url.expose(), &settings.namespace, bus_options(&settings, name(command)));
     let Some(store) = connect_store(&settings, &shutdown).await else {
         return Ok(()); // shut down while waiting for Redis
@@ -168,7 +183,7 @@ async fn run(command: Service, settings: Settings) -> anyhow::Result<()> {
     let probes = async {
         // The worker and dispatcher serve probes and /metrics on their own small port; the
         // ingress (and `all`) serve them on the webhook port.
-        if !matches!(command, Service::Worker | Service::Dispatcher) {
+        if !matches!(command, Service::Worker | Service::Dispatcher | Service::Admin) {
             return Ok(());
         }
         let listener = std::net::TcpListener::bind(settings.metrics_addr)
@@ -176,6 +191,26 @@ async fn run(command: Service, settings: Settings) -> anyhow::Result<()> {
         let probes =
             switchboard_ingress::probes::Probes { bus: bus.clone(), store: store.clone(), draining: shutdown.clone() };
         switchboard_ingress::probes::serve(listener, probes, shutdown.clone()).await.map_err(anyhow::Error::from)
+    };
+    let admin = async {
+        // The admin API listens apart from the webhook (default 127.0.0.1:9090).
+        if !matches!(command, Service::Admin | Service::Ingress | Service::All) {
+            return Ok(());
+        }
+        let listener = std::net::TcpListener::bind(settings.admin_addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.admin_addr))?;
+        let pseudonymizer = switchboard_domain::Pseudonymizer::new(settings.pseudonym_key());
+        switchboard_admin::run(
+            &settings,
+            listener,
+            store.clone(),
+            bus.clone(),
+            tenants.clone(),
+            pseudonymizer,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(anyhow::Error::from)
     };
     let ingress = async {
         if !matches!(command, Service::Ingress | Service::All) {
@@ -216,6 +251,7 @@ async fn run(command: Service, settings: Settings) -> anyhow::Result<()> {
     };
     let result = tokio::try_join!(
         stop_all_on_error(probes, &shutdown),
+        stop_all_on_error(admin, &shutdown),
         stop_all_on_error(ingress, &shutdown),
         stop_all_on_error(worker, &shutdown),
         stop_all_on_error(dispatcher, &shutdown)
@@ -287,6 +323,7 @@ fn name(service: Service) -> &'static str {
         Service::Ingress => "ingress",
         Service::Worker => "worker",
         Service::Dispatcher => "dispatcher",
+        Service::Admin => "admin",
         Service::All => "all",
     }
 }

@@ -8,3 +8,4 @@ mod context;
 mod conversation;
 mod helpers;
 mod statuses;
+mod subject;
