@@ -1,8 +1,8 @@
 //! Tenants and their users' rights (issue #6), end to end.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use switchboard_config::{sha256_hex, Secret, Tenant, Tenants};
+use switchboard_config::{sha256_hex, Secret, Tenant, TenantDirectory, Tenants};
 use switchboard_domain::Pseudonymizer;
 use switchboard_tests::{wait_until, webhook, webhook::Text, TestEnv, APP_SECRET, PHONE_NUMBER_ID};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ fn msg(number: &str, from: &str, wamid: &str, body: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tenants_on_two_numbers_each_answer_with_their_own_assistant() {
     let mut env = TestEnv::new().await;
-    env.tenants = Arc::new(Tenants::new(vec![
+    env.tenants = TenantDirectory::new(Tenants::new(vec![
         tenant(&env, "acme", PHONE_NUMBER_ID, "You are Acme's assistant.", "acme-token"),
         tenant(&env, "globex", GLOBEX_NUMBER, "You are Globex's assistant.", "globex-token"),
     ]));
@@ -147,7 +147,7 @@ async fn data_expires_with_the_tenants_retention() {
     t.retention.idempotency_secs = 2;
     t.retention.ledger_secs = 2;
     t.retention.status_secs = 2;
-    env.tenants = Arc::new(Tenants::new(vec![t]));
+    env.tenants = TenantDirectory::new(Tenants::new(vec![t]));
     env.settings.reply_max_age_secs = 2; // the sent-job copy follows the reply's max age
     env.start_all().await;
     let user = "15553330005";
@@ -175,7 +175,7 @@ async fn during_a_secret_rotation_both_secrets_are_accepted() {
     let mut env = TestEnv::new().await;
     let mut t = tenant(&env, "rot", PHONE_NUMBER_ID, "x", "rot-token");
     t.app_secrets = vec![Secret::new("new-secret"), Secret::new("old-secret")];
-    env.tenants = Arc::new(Tenants::new(vec![t]));
+    env.tenants = TenantDirectory::new(Tenants::new(vec![t]));
     env.start_ingress().await;
     for (i, secret) in ["new-secret", "old-secret"].iter().enumerate() {
         let body = msg(PHONE_NUMBER_ID, "15553330006", &format!("wamid.rot.{i}"), "hi");

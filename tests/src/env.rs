@@ -1,10 +1,10 @@
 //! One test's world: a namespace of its own on the real broker and Redis, fakes for the SaaS,
 //! and the roles started in-process.
 
-use std::{net::TcpListener, sync::Arc, time::Duration};
+use std::{net::TcpListener, time::Duration};
 
 use switchboard_bus::{Bus, BusOptions};
-use switchboard_config::{Settings, Tenants};
+use switchboard_config::{Settings, TenantDirectory, Tenants};
 use switchboard_llm::LlmClient;
 use switchboard_store::Store;
 use switchboard_whatsapp::GraphClient;
@@ -56,7 +56,7 @@ impl RoleHandle {
 
 pub struct TestEnv {
     pub settings: Settings,
-    pub tenants: Arc<Tenants>,
+    pub tenants: TenantDirectory,
     /// A bus for the test's own inspection (queue depths, DLQ reads).
     pub bus: Bus,
     pub store: Store,
@@ -119,7 +119,7 @@ impl TestEnv {
         s.metrics_addr = "127.0.0.1:0".parse().expect("addr");
         s.dispatcher_concurrency = 16;
         adjust(&mut s);
-        let tenants = Arc::new(Tenants::from_settings(&s));
+        let tenants = TenantDirectory::new(Tenants::from_settings(&s));
         let bus =
             Bus::connect(s.amqp_url.expose(), &s.namespace, bus_options(&s, "test")).await.expect("RabbitMQ reachable");
         let store = Store::connect(s.redis_url.expose(), &s.namespace, 8).await.expect("Redis reachable");

@@ -43,7 +43,7 @@ impl AdminState {
                 return Err(AdminError::Forbidden);
             }
         }
-        let found = self.tenants.get(tenant).cloned().ok_or(AdminError::UnknownTenant)?;
+        let found = self.tenants.current().get(tenant).cloned().ok_or(AdminError::UnknownTenant)?;
         Ok((caller, found))
     }
 
@@ -54,7 +54,7 @@ impl AdminState {
         };
         // Both checks always run, so the time taken does not tell which kind of token it was.
         let operator = self.operator_token_matches(token);
-        let tenant = self.tenants.by_admin_token(token).map(|t| t.id.clone());
+        let tenant = self.tenants.current().by_admin_token(token).map(|t| t.id.clone());
         match (operator, tenant) {
             (true, _) => Ok(Caller::Operator),
             (false, Some(id)) => Ok(Caller::Tenant(id)),

@@ -19,14 +19,14 @@ pub mod openapi;
 pub mod parked;
 pub mod routes;
 
-use std::{net::TcpListener, sync::Arc, time::Instant};
+use std::{net::TcpListener, time::Instant};
 
 use actix_web::{
     dev::{Server, Service},
     web, App, HttpServer,
 };
 use switchboard_bus::Bus;
-use switchboard_config::{Settings, Tenants};
+use switchboard_config::{Settings, TenantDirectory};
 use switchboard_domain::Pseudonymizer;
 use switchboard_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +37,7 @@ pub use error::{AdminError, ErrorBody};
 pub struct AdminState {
     pub store: Store,
     pub bus: Bus,
-    pub tenants: Arc<Tenants>,
+    pub tenants: TenantDirectory,
     pub pseudonymizer: Pseudonymizer,
     /// The settings the API runs with (the operator token's hash).
     settings: Settings,
@@ -48,7 +48,7 @@ impl AdminState {
         settings: &Settings,
         store: Store,
         bus: Bus,
-        tenants: Arc<Tenants>,
+        tenants: TenantDirectory,
         pseudonymizer: Pseudonymizer,
     ) -> Self {
         Self { store, bus, tenants, pseudonymizer, settings: settings.clone() }
@@ -66,11 +66,11 @@ pub async fn run(
     listener: TcpListener,
     store: Store,
     bus: Bus,
-    tenants: Arc<Tenants>,
+    tenants: TenantDirectory,
     pseudonymizer: Pseudonymizer,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    if settings.operator_token_sha256.is_none() && tenants.iter().all(|t| t.admin_token_sha256.is_empty()) {
+    if settings.operator_token_sha256.is_none() && tenants.current().iter().all(|t| t.admin_token_sha256.is_empty()) {
         tracing::warn!("no admin token is configured: every admin request will be refused");
     }
     let state = web::Data::new(AdminState::new(settings, store, bus, tenants, pseudonymizer));

@@ -10,11 +10,13 @@
 //!   `SWITCHBOARD_TENANTS_FILE` (`tenants_file.rs`) or, without it, the one tenant of the
 //!   single-tenant variables; each [`Tenant`] with its [`Retention`] and end-user commands.
 
+mod directory;
 mod secret;
 mod settings;
 mod tenants;
 mod tenants_file;
 
+pub use directory::TenantDirectory;
 pub use secret::Secret;
 pub use settings::{ConfigError, LogFormat, Role, Settings};
 pub use tenants::{sha256_hex, split_words, Retention, Tenant, Tenants, UserCommand};

@@ -16,7 +16,7 @@ mod statuses;
 use std::sync::Arc;
 
 use switchboard_bus::{consume, Bus, ConsumerConfig};
-use switchboard_config::{Settings, Tenants};
+use switchboard_config::{Settings, TenantDirectory};
 use switchboard_store::Store;
 use switchboard_whatsapp::GraphClient;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,7 @@ pub(crate) struct Inner {
     pub bus: Bus,
     pub store: Store,
     pub graph: GraphClient,
-    pub tenants: Arc<Tenants>,
+    pub tenants: TenantDirectory,
     pub settings: Settings,
     pub shutdown: CancellationToken,
 }
@@ -41,7 +41,7 @@ pub async fn run(
     bus: Bus,
     store: Store,
     graph: GraphClient,
-    tenants: Arc<Tenants>,
+    tenants: TenantDirectory,
     shutdown: CancellationToken,
 ) {
     let dispatcher = Dispatcher {

@@ -15,7 +15,9 @@ impl Dispatcher {
     }
 
     async fn send_receipt(&self, r: &ReadReceipt) {
-        let Some(token) = self.inner.tenants.get(&r.tenant_id).and_then(|t| t.access_token.clone()) else { return };
+        let Some(token) = self.inner.tenants.current().get(&r.tenant_id).and_then(|t| t.access_token.clone()) else {
+            return;
+        };
         if matches!(self.inner.store.tenant_paused(&r.tenant_id).await, Ok(Some(_))) {
             return;
         }

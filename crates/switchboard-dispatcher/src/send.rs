@@ -112,7 +112,7 @@ impl Dispatcher {
     async fn send_job(&self, job: &OutboundJob, delivery: &Delivery, attempts: Attempts) -> Result<Fate, Requeue> {
         let s = &self.inner.settings;
         let store = &self.inner.store;
-        let Some(tenant) = self.inner.tenants.get(&job.tenant_id).cloned() else {
+        let Some(tenant) = self.inner.tenants.current().get(&job.tenant_id).cloned() else {
             return self
                 .dead_letter(job, delivery, attempts, DeadLetterReason::UnknownTenant, None, "unknown tenant")
                 .await;
@@ -212,7 +212,8 @@ impl Dispatcher {
     /// The phone number's rate: the tenant's own when set, else the default.
     pub(crate) fn number_rate(&self, tenant: &str) -> Rate {
         let s = &self.inner.settings;
-        let per_second = self.inner.tenants.get(tenant).and_then(|t| t.rate_per_number).unwrap_or(s.rate_per_number);
+        let per_second =
+            self.inner.tenants.current().get(tenant).and_then(|t| t.rate_per_number).unwrap_or(s.rate_per_number);
         Rate { per_second, burst: s.rate_burst }
     }
 
@@ -231,6 +232,7 @@ impl Dispatcher {
         let ttl = self
             .inner
             .tenants
+            .current()
             .get(&job.tenant_id)
             .map(|t| t.retention.ledger())
             .unwrap_or(Duration::from_secs(s.ledger_ttl_secs));

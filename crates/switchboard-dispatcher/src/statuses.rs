@@ -80,6 +80,7 @@ impl Dispatcher {
         let ttl = self
             .inner
             .tenants
+            .current()
             .get(&event.tenant_id)
             .map(|t| t.retention.status())
             .unwrap_or(Duration::from_secs(self.inner.settings.status_ttl_secs));

@@ -14,11 +14,11 @@ mod error;
 pub mod probes;
 mod routes;
 
-use std::{net::TcpListener, sync::Arc};
+use std::net::TcpListener;
 
 use actix_web::{dev::Server, web, App, HttpServer};
 use switchboard_bus::Bus;
-use switchboard_config::{Settings, Tenants};
+use switchboard_config::{Settings, TenantDirectory};
 use switchboard_domain::Pseudonymizer;
 use switchboard_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,7 @@ pub use error::WebhookError;
 pub struct IngressState {
     pub bus: Bus,
     pub store: Store,
-    pub tenants: Arc<Tenants>,
+    pub tenants: TenantDirectory,
     pub pseudonymizer: Pseudonymizer,
     pub max_body_bytes: usize,
     /// Cancelled when shutdown begins: readiness turns false at once.
@@ -43,7 +43,7 @@ pub async fn run(
     listener: TcpListener,
     bus: Bus,
     store: Store,
-    tenants: Arc<Tenants>,
+    tenants: TenantDirectory,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let state = web::Data::new(IngressState {

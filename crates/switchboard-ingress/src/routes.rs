@@ -39,6 +39,7 @@ async fn verify_handshake(
     let token_ok = token.is_some_and(|given| {
         state
             .tenants
+            .current()
             .all_verify_tokens()
             .iter()
             .fold(false, |ok, expected| ok | bool::from(given.ct_eq(expected.as_bytes())))
@@ -94,7 +95,7 @@ async fn handle_webhook(
         security_event(req, "missing_signature");
         return Err(WebhookError::MissingSignature);
     }
-    if !verify_signature(&state.tenants.all_app_secrets(), &body, signature) {
+    if !verify_signature(&state.tenants.current().all_app_secrets(), &body, signature) {
         security_event(req, "bad_signature");
         return Err(WebhookError::BadSignature);
     }
@@ -124,7 +125,7 @@ async fn handle_webhook(
         }
     };
 
-    let tenants = &state.tenants;
+    let tenants = state.tenants.current();
     let batch = split_batch(
         &parsed,
         |pnid| tenants.by_phone_number_id(pnid).map(|t| t.id.clone()),

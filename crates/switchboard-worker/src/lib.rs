@@ -27,7 +27,7 @@ use std::{
 };
 
 use switchboard_bus::{consume, Bus, ConsumerConfig};
-use switchboard_config::{Settings, Tenants};
+use switchboard_config::{Settings, TenantDirectory};
 use switchboard_llm::LlmClient;
 use switchboard_store::Store;
 use tokio::{sync::Semaphore, task::JoinSet};
@@ -46,9 +46,10 @@ pub(crate) struct Inner {
     pub bus: Bus,
     pub store: Store,
     pub llm: LlmClient,
-    /// Tenants with an LLM endpoint of their own.
-    pub tenant_llms: std::collections::HashMap<String, LlmClient>,
-    pub tenants: Arc<Tenants>,
+    /// Clients of tenants with an LLM endpoint of their own, by tenant (built on first use,
+    /// rebuilt when a reload changes the endpoint).
+    pub tenant_llms: Mutex<std::collections::HashMap<String, (String, LlmClient)>>,
+    pub tenants: TenantDirectory,
     pub settings: Settings,
     pub shutdown: CancellationToken,
     /// Deliveries waiting for their message to be answered.
@@ -91,29 +92,15 @@ pub async fn run(
     bus: Bus,
     store: Store,
     llm: LlmClient,
-    tenants: Arc<Tenants>,
+    tenants: TenantDirectory,
     shutdown: CancellationToken,
 ) {
-    let mut tenant_llms = std::collections::HashMap::new();
-    for tenant in tenants.iter() {
-        if let Some(url) = &tenant.llm_base_url {
-            let key = tenant.llm_api_key.as_ref().map(|k| k.expose()).filter(|k| !k.is_empty());
-            match LlmClient::new(url, key, settings.llm_timeout()) {
-                Ok(client) => {
-                    tenant_llms.insert(tenant.id.clone(), client);
-                }
-                Err(error) => {
-                    tracing::error!(tenant = %tenant.id, %error, "tenant LLM endpoint unusable; using the default")
-                }
-            }
-        }
-    }
     let worker = Worker {
         inner: Arc::new(Inner {
             bus: bus.clone(),
             store,
             llm,
-            tenant_llms,
+            tenant_llms: Mutex::new(std::collections::HashMap::new()),
             tenants,
             settings: settings.clone(),
             shutdown: shutdown.clone(),
@@ -153,9 +140,32 @@ pub async fn run(
 }
 
 impl Inner {
+    /// The LLM client for `tenant`: its own endpoint when it has one, else the default.
+    pub(crate) fn llm_for(&self, tenant: &switchboard_config::Tenant) -> LlmClient {
+        let Some(url) = &tenant.llm_base_url else { return self.llm.clone() };
+        let mut cache = self.tenant_llms.lock().expect("llm cache lock");
+        if let Some((cached_url, client)) = cache.get(&tenant.id) {
+            if cached_url == url {
+                return client.clone();
+            }
+        }
+        let key = tenant.llm_api_key.as_ref().map(|k| k.expose()).filter(|k| !k.is_empty());
+        match LlmClient::new(url, key, self.settings.llm_timeout()) {
+            Ok(client) => {
+                cache.insert(tenant.id.clone(), (url.clone(), client.clone()));
+                client
+            }
+            Err(error) => {
+                tracing::error!(tenant = %tenant.id, %error, "tenant LLM endpoint unusable; using the default");
+                self.llm.clone()
+            }
+        }
+    }
+
     /// The tenant's retention periods (the settings' defaults for an unknown tenant).
     pub(crate) fn retention(&self, tenant: &str) -> switchboard_config::Retention {
         self.tenants
+            .current()
             .get(tenant)
             .map(|t| t.retention)
             .unwrap_or_else(|| switchboard_config::Retention::from_settings(&self.settings))

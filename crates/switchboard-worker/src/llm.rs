@@ -24,7 +24,7 @@ impl Worker {
     ))]
     pub(crate) async fn generate(
         &self,
-        tenant: &str,
+        tenant: &switchboard_config::Tenant,
         model: &str,
         system_prompt: &str,
         history: &[ChatEntry],
@@ -37,12 +37,13 @@ impl Worker {
             .with_max_times(s.llm_max_attempts.saturating_sub(1) as usize)
             .with_jitter();
         let shutdown = self.inner.shutdown.clone();
+        let client = self.inner.llm_for(tenant);
+        let client = &client;
         let mut attempts = 0u32;
         let result = (|| {
             attempts += 1;
             async {
                 let started = std::time::Instant::now();
-                let client = self.inner.tenant_llms.get(tenant).unwrap_or(&self.inner.llm);
                 let result = client.complete(&request).await;
                 let outcome = match &result {
                     Ok(_) => "ok".to_string(),

@@ -78,7 +78,7 @@ impl Worker {
 
     /// Queues the message for its turn and holds the delivery (inside the receive span).
     async fn take(&self, mut event: InboundEvent, delivery: Delivery) {
-        let Some(tenant) = self.inner.tenants.get(&event.tenant_id).cloned() else {
+        let Some(tenant) = self.inner.tenants.current().get(&event.tenant_id).cloned() else {
             tracing::error!("message for an unknown tenant; dead-lettering");
             let parked = self
                 .dead_letter(&delivery, Some(&event), DeadLetterReason::UnknownTenant, "unknown tenant".into(), 1)
@@ -190,7 +190,7 @@ impl Worker {
     /// Asks the dispatcher to mark the message read (and show "typing…"), if the tenant wants
     /// it. Best effort and in the background: it never delays or blocks the reply.
     fn send_read_receipt(&self, event: &InboundEvent) {
-        let Some(tenant) = self.inner.tenants.get(&event.tenant_id) else { return };
+        let Some(tenant) = self.inner.tenants.current().get(&event.tenant_id).cloned() else { return };
         if !tenant.mark_read {
             return;
         }

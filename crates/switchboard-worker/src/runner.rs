@@ -172,7 +172,7 @@ impl Worker {
     async fn turn(&self, conv: &ConvKey, mut batch: Vec<InboundEvent>, lease: &Lease) -> Result<(), TurnError> {
         let s = &self.inner.settings;
         let store = &self.inner.store;
-        let tenant = self.inner.tenants.get(&conv.0).cloned().ok_or(TurnError::UnknownTenant)?;
+        let tenant = self.inner.tenants.current().get(&conv.0).cloned().ok_or(TurnError::UnknownTenant)?;
         let ctx_ttl = tenant.retention.context();
         let oldest = batch.iter().map(|e| e.received_at_ms).min().unwrap_or_else(now_ms);
         let mut appended = 0usize;
@@ -198,7 +198,7 @@ impl Worker {
                 Some(w) => w,
                 None => store.context(&conv.0, &conv.1).await?,
             };
-            let reply = match self.generate(&tenant.id, &tenant.llm_model, &tenant.system_prompt, &window).await {
+            let reply = match self.generate(&tenant, &tenant.llm_model, &tenant.system_prompt, &window).await {
                 (Ok(completion), _) => (ReplyKind::Assistant, completion.content),
                 (Err(_), _) if self.inner.shutdown.is_cancelled() => {
                     // Retries stop at shutdown: leave the messages pending for another replica

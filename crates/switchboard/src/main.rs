@@ -11,13 +11,13 @@
 //! ```
 //! Configuration comes from `SWITCHBOARD_*` variables (see `docs/configuration.md`).
 
-use std::{process::ExitCode, sync::Arc, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
 mod ops;
 
 use clap::{Parser, Subcommand};
 use switchboard_bus::{Bus, BusOptions};
-use switchboard_config::{LogFormat, Role, Settings, Tenants};
+use switchboard_config::{LogFormat, Role, Settings, TenantDirectory, Tenants};
 use switchboard_llm::LlmClient;
 use switchboard_store::Store;
 use switchboard_whatsapp::GraphClient;
@@ -174,7 +174,8 @@ async fn run(command: Service, settings: Settings, tenants: Tenants) -> anyhow::
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 
-    let tenants = Arc::new(tenants);
+    let tenants = TenantDirectory::new(tenants);
+    tokio::spawn(watch_tenants(settings.clone(), command.roles(), tenants.clone(), shutdown.clone()));
     let bus = Bus::new_lazy(settings.amqp_url.expose(), &settings.namespace, bus_options(&settings, name(command)));
     let Some(store) = connect_store(&settings, &shutdown).await else {
         return Ok(()); // shut down while waiting for Redis
@@ -289,6 +290,58 @@ async fn connect_store(settings: &Settings, shutdown: &CancellationToken) -> Opt
             _ = shutdown.cancelled() => return None,
         }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Reloads the tenants on SIGHUP, and when the tenants file changes (checked every 5 s). A file
+/// that does not load or validate is refused with an error line; the running set stays.
+async fn watch_tenants(
+    settings: Settings,
+    roles: &'static [Role],
+    directory: TenantDirectory,
+    shutdown: CancellationToken,
+) {
+    let file = settings.tenants_file.clone().filter(|f| !f.trim().is_empty());
+    let modified = |path: &str| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut seen = file.as_deref().and_then(modified);
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(error) => {
+            tracing::warn!(%error, "no SIGHUP handler; tenants reload on file change only");
+            None
+        }
+    };
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hangup.as_mut() {
+                Some(h) => h.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<bool>();
+        let reason = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = signalled => "SIGHUP",
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                let now = file.as_deref().and_then(modified);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "file changed"
+            }
+        };
+        match Tenants::load(&settings).and_then(|t| t.validate(roles).map(|()| t)) {
+            Ok(tenants) => {
+                let count = tenants.iter().count();
+                directory.replace(tenants);
+                tracing::info!(reason, tenants = count, "tenants reloaded");
+            }
+            Err(error) => tracing::error!(reason, %error, "tenants not reloaded; keeping the running set"),
+        }
     }
 }
 

@@ -227,3 +227,75 @@ async fn sigterm_during_a_slow_llm_call_requeues_and_the_message_is_answered_onc
     assert_eq!(env.graph.delivered().len(), 1, "answered exactly once");
     env.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_tenants_file_without_a_restart() {
+    let env = TestEnv::new().await;
+    let dir = std::env::temp_dir().join(format!("sbtenants-{}", env.settings.namespace));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tenants.toml");
+    let write = |prompt: &str| {
+        let toml = format!(
+            "[[tenant]]\nid = \"acme\"\nphone_number_ids = [\"{PHONE_NUMBER_ID}\"]\napp_secrets = [\"literal:{}\"]\n\
+             verify_token = \"literal:vt\"\naccess_token = \"literal:acme-token\"\nsystem_prompt = \"{prompt}\"\n",
+            switchboard_tests::APP_SECRET
+        );
+        std::fs::write(&file, toml).unwrap();
+    };
+    write("First prompt.");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(BIN)
+        .arg("all")
+        .env_clear()
+        .envs(env.env_vars())
+        .env("SWITCHBOARD_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("SWITCHBOARD_TENANTS_FILE", &file)
+        .env("SWITCHBOARD_PSEUDONYM_KEY", "test-pseudonym-key")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    wait_until(Duration::from_secs(30), "ready", || async {
+        let r = client.get(format!("{base}/readyz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let post = |wamid: &str| {
+        let body = webhook::text_batch(
+            PHONE_NUMBER_ID,
+            &[Text { from: "15558880001", wamid, body: "hello", timestamp: webhook::now_s() }],
+        );
+        let sig = webhook::sign(switchboard_tests::APP_SECRET, &body);
+        client.post(format!("{base}/webhooks/whatsapp")).header("X-Hub-Signature-256", sig).body(body).send()
+    };
+    assert_eq!(post("wamid.hup.1").await.unwrap().status(), 200);
+    wait_until(Duration::from_secs(30), "first reply", || async { env.graph.delivered().into_iter().next() }).await;
+
+    write("Second prompt.");
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    // Poll until a message is answered with the new prompt (the reload is asynchronous).
+    let mut n = 2;
+    wait_until(Duration::from_secs(30), "a turn with the reloaded prompt", || {
+        let post = post(&format!("wamid.hup.{n}"));
+        n += 1;
+        let env = &env;
+        async move {
+            let _ = post.await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            env.llm.calls().iter().any(|c| c.system_prompt() == Some("Second prompt.")).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(env.graph.delivered()[0].authorization.as_deref(), Some("Bearer acme-token"));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = wait_until(Duration::from_secs(30), "exit", || {
+        let r = child.try_wait().unwrap();
+        async move { r }
+    })
+    .await;
+    assert_eq!(status.code(), Some(0));
+    std::fs::remove_dir_all(dir).unwrap();
+    env.teardown().await;
+}

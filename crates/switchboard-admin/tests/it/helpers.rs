@@ -7,7 +7,7 @@ use std::{
 
 use serde_json::json;
 use switchboard_bus::{topology::routing, Bus, BusOptions, Outgoing};
-use switchboard_config::{sha256_hex, Settings, Tenant, Tenants};
+use switchboard_config::{sha256_hex, Settings, Tenant, TenantDirectory, Tenants};
 use switchboard_domain::{ChatEntry, ChatRole, InboundEvent, Pseudonymizer};
 use switchboard_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +45,8 @@ impl TestAdmin {
             t.admin_token_sha256 = vec![sha256_hex(token)];
             t
         };
-        let tenants = Arc::new(Tenants::new(vec![tenant("a", TOKEN_A, "100"), tenant("b", TOKEN_B, "200")]));
+        let tenants =
+            TenantDirectory::new(Tenants::new(vec![tenant("a", TOKEN_A, "100"), tenant("b", TOKEN_B, "200")]));
         let store = Store::connect(&redis, &ns, 4).await.expect("redis must be running for the admin tests");
         let options = BusOptions {
             operation_timeout: std::time::Duration::from_secs(5),
