@@ -9,6 +9,71 @@ use switchboard_tests::{wait_until, webhook, webhook::Text, TestEnv, PHONE_NUMBE
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
+/// A `switchboard all` process on a free port, ready (its `/readyz` answered 200).
+struct Process {
+    child: std::process::Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Process {
+    /// Starts `switchboard all` with the test's settings plus `extra`; `capture` keeps its
+    /// output for [`Process::stop`] to return.
+    async fn start(env: &TestEnv, extra: &[(&str, &str)], capture: bool) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let out = || if capture { Stdio::piped() } else { Stdio::null() };
+        let child = Command::new(BIN)
+            .arg("all")
+            .env_clear()
+            .envs(env.env_vars())
+            .env("SWITCHBOARD_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .envs(extra.iter().copied())
+            .stdout(out())
+            .stderr(out())
+            .spawn()
+            .expect("binary starts");
+        let p = Self { child, base: format!("http://127.0.0.1:{port}"), client: reqwest::Client::new() };
+        wait_until(Duration::from_secs(30), "ready", || async {
+            let r = p.client.get(format!("{}/readyz", p.base)).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+        p
+    }
+
+    /// POSTs a signed webhook with one text message; returns the HTTP status.
+    async fn post_text(&self, from: &str, wamid: &str, body: &str) -> u16 {
+        let payload = webhook::text_batch(PHONE_NUMBER_ID, &[Text { from, wamid, body, timestamp: webhook::now_s() }]);
+        let sig = webhook::sign(switchboard_tests::APP_SECRET, &payload);
+        let url = format!("{}/webhooks/whatsapp", self.base);
+        let res = self.client.post(url).header("X-Hub-Signature-256", sig).body(payload).send().await;
+        res.map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+
+    fn signal(&self, signal: &str) {
+        assert!(Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap().success());
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit code and the captured output.
+    async fn stop(mut self) -> (Option<i32>, String) {
+        self.signal("-TERM");
+        let status = wait_until(Duration::from_secs(30), "exit after SIGTERM", || {
+            let r = self.child.try_wait().unwrap();
+            async move { r }
+        })
+        .await;
+        let mut logs = String::new();
+        use std::io::Read;
+        if let Some(mut out) = self.child.stdout.take() {
+            out.read_to_string(&mut logs).unwrap();
+        }
+        if let Some(mut err) = self.child.stderr.take() {
+            err.read_to_string(&mut logs).unwrap();
+        }
+        (status.code(), logs)
+    }
+}
+
 fn run_without_config(role: &str, extra: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(BIN).arg(role).env_clear().envs(extra.iter().copied()).output().expect("binary runs");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -37,55 +102,15 @@ fn missing_required_settings_exit_non_zero_naming_the_variable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchboard_all_answers_a_webhook_and_exits_cleanly_on_sigterm() {
     let env = TestEnv::new().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(BIN)
-        .arg("all")
-        .env_clear()
-        .envs(env.env_vars())
-        .env("SWITCHBOARD_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("SWITCHBOARD_LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    wait_until(Duration::from_secs(30), "ready", || async {
-        let r = client.get(format!("{base}/readyz")).send().await.ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
-
+    let process = Process::start(&env, &[("SWITCHBOARD_LOG_FORMAT", "json")], true).await;
     let secret_text = "my order number is 98765";
-    let body = webhook::text_batch(
-        PHONE_NUMBER_ID,
-        &[Text { from: "15557654321", wamid: "wamid.cli.1", body: secret_text, timestamp: webhook::now_s() }],
-    );
-    let sig = webhook::sign(switchboard_tests::APP_SECRET, &body);
-    let res = client
-        .post(format!("{base}/webhooks/whatsapp"))
-        .header("X-Hub-Signature-256", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(process.post_text("15557654321", "wamid.cli.1", secret_text).await, 200);
     let sent =
         wait_until(Duration::from_secs(30), "reply", || async { env.graph.delivered().into_iter().next() }).await;
     assert_eq!(sent.body, format!("reply to: {secret_text}"));
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let exit = wait_until(Duration::from_secs(30), "exit after SIGTERM", || {
-        let r = child.try_wait().unwrap();
-        async move { r }
-    })
-    .await;
-    assert_eq!(exit.code(), Some(0), "graceful shutdown exits 0");
-    let mut logs = String::new();
-    use std::io::Read;
-    child.stdout.take().unwrap().read_to_string(&mut logs).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    let (code, logs) = process.stop().await;
+    assert_eq!(code, Some(0), "graceful shutdown exits 0");
     assert!(logs.contains("switchboard stopped"), "{logs}");
     // Logs never carry the user's number, text, or any secret.
     for needle in ["15557654321", secret_text, "test_app_secret", "test-access-token"] {
@@ -151,67 +176,17 @@ async fn sigterm_during_a_slow_llm_call_requeues_and_the_message_is_answered_onc
     use switchboard_tests::LlmReply;
     let env = TestEnv::new().await;
     env.llm.set_fallback(LlmReply::Delayed(Duration::from_millis(1_500), Box::new(LlmReply::Echo)));
-    let start = || {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(BIN)
-            .arg("all")
-            .env_clear()
-            .envs(env.env_vars())
-            .env("SWITCHBOARD_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            // The drain deadline is shorter than the LLM call: the turn is abandoned, not lost.
-            .env("SWITCHBOARD_SHUTDOWN_TIMEOUT_MS", "300")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("binary starts");
-        (child, format!("http://127.0.0.1:{port}"))
-    };
-    let client = reqwest::Client::new();
-    let ready = |base: String| {
-        let client = client.clone();
-        async move {
-            wait_until(Duration::from_secs(30), "ready", || async {
-                let r = client.get(format!("{base}/readyz")).send().await.ok()?;
-                (r.status() == 200).then_some(())
-            })
-            .await
-        }
-    };
-    let stop = |child: &mut std::process::Child| {
-        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    };
-    let exited = |mut child: std::process::Child| async move {
-        wait_until(Duration::from_secs(30), "exit", || {
-            let r = child.try_wait().unwrap();
-            async move { r }
-        })
-        .await
-    };
+    // The drain deadline is shorter than the LLM call: the turn is abandoned, not lost.
+    let extra = [("SWITCHBOARD_SHUTDOWN_TIMEOUT_MS", "300")];
 
-    let (mut first, base) = start();
-    ready(base.clone()).await;
-    let body = webhook::text_batch(
-        PHONE_NUMBER_ID,
-        &[Text { from: "15557770001", wamid: "wamid.term.1", body: "slow one", timestamp: webhook::now_s() }],
-    );
-    let sig = webhook::sign(switchboard_tests::APP_SECRET, &body);
-    let res = client
-        .post(format!("{base}/webhooks/whatsapp"))
-        .header("X-Hub-Signature-256", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let first = Process::start(&env, &extra, false).await;
+    assert_eq!(first.post_text("15557770001", "wamid.term.1", "slow one").await, 200);
     wait_until(Duration::from_secs(30), "LLM call in flight", || async { (!env.llm.calls().is_empty()).then_some(()) })
         .await;
-    stop(&mut first);
-    let status = exited(first).await;
-    assert_eq!(status.code(), Some(0), "graceful exit");
+    assert_eq!(first.stop().await.0, Some(0), "graceful exit");
     assert!(env.graph.delivered().is_empty(), "the abandoned turn sent nothing");
 
-    let (mut second, base) = start();
-    ready(base).await;
+    let second = Process::start(&env, &extra, false).await;
     let sent = wait_until(Duration::from_secs(30), "the reply after restart", || async {
         env.graph.delivered().into_iter().next()
     })
@@ -222,8 +197,7 @@ async fn sigterm_during_a_slow_llm_call_requeues_and_the_message_is_answered_onc
         (env.bus.queue_depth(&inbound).await.ok()? == 0).then_some(())
     })
     .await;
-    stop(&mut second);
-    assert_eq!(exited(second).await.code(), Some(0));
+    assert_eq!(second.stop().await.0, Some(0));
     assert_eq!(env.graph.delivered().len(), 1, "answered exactly once");
     env.teardown().await;
 }
@@ -243,59 +217,34 @@ async fn sighup_reloads_the_tenants_file_without_a_restart() {
         std::fs::write(&file, toml).unwrap();
     };
     write("First prompt.");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(BIN)
-        .arg("all")
-        .env_clear()
-        .envs(env.env_vars())
-        .env("SWITCHBOARD_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("SWITCHBOARD_TENANTS_FILE", &file)
-        .env("SWITCHBOARD_PSEUDONYM_KEY", "test-pseudonym-key")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    wait_until(Duration::from_secs(30), "ready", || async {
-        let r = client.get(format!("{base}/readyz")).send().await.ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
-    let post = |wamid: &str| {
-        let body = webhook::text_batch(
-            PHONE_NUMBER_ID,
-            &[Text { from: "15558880001", wamid, body: "hello", timestamp: webhook::now_s() }],
-        );
-        let sig = webhook::sign(switchboard_tests::APP_SECRET, &body);
-        client.post(format!("{base}/webhooks/whatsapp")).header("X-Hub-Signature-256", sig).body(body).send()
-    };
-    assert_eq!(post("wamid.hup.1").await.unwrap().status(), 200);
+    let path = file.to_str().unwrap().to_string();
+    let extra = [("SWITCHBOARD_TENANTS_FILE", path.as_str()), ("SWITCHBOARD_PSEUDONYM_KEY", "test-pseudonym-key")];
+    let process = Process::start(&env, &extra, false).await;
+    assert_eq!(process.post_text("15558880001", "wamid.hup.1", "hello").await, 200);
     wait_until(Duration::from_secs(30), "first reply", || async { env.graph.delivered().into_iter().next() }).await;
 
     write("Second prompt.");
-    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
-    // Poll until a message is answered with the new prompt (the reload is asynchronous).
+    process.signal("-HUP");
+    // The reload is asynchronous: keep sending until a turn uses the new prompt.
     let mut n = 2;
     wait_until(Duration::from_secs(30), "a turn with the reloaded prompt", || {
-        let post = post(&format!("wamid.hup.{n}"));
         n += 1;
-        let env = &env;
+        let wamid = format!("wamid.hup.{n}");
+        let (process, env) = (&process, &env);
         async move {
-            let _ = post.await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            env.llm.calls().iter().any(|c| c.system_prompt() == Some("Second prompt.")).then_some(())
+            process.post_text("15558880001", &wamid, "hello").await;
+            let reloaded = || env.llm.calls().iter().any(|c| c.system_prompt() == Some("Second prompt."));
+            // Message n - 1 of this conversation gives LLM call n - 1.
+            wait_until(Duration::from_secs(5), "this message's turn", || async {
+                (env.llm.calls().len() >= n - 1).then_some(())
+            })
+            .await;
+            reloaded().then_some(())
         }
     })
     .await;
     assert_eq!(env.graph.delivered()[0].authorization.as_deref(), Some("Bearer acme-token"));
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let status = wait_until(Duration::from_secs(30), "exit", || {
-        let r = child.try_wait().unwrap();
-        async move { r }
-    })
-    .await;
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(process.stop().await.0, Some(0));
     std::fs::remove_dir_all(dir).unwrap();
     env.teardown().await;
 }
