@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Validates the deployment files without a Docker engine or a cluster (called by .ci/run):
-#   - Kubernetes: renders every kustomize overlay (dev, prod, and prod with the worker-hpa
-#     component) and validates every manifest against the Kubernetes schemas (kubernetes-validate,
-#     offline, strict) for the oldest and newest Kubernetes versions supported, the KEDA custom
-#     resources against deploy/validate/keda-v1alpha1.schema.json, plus Switchboard's own rules
+#   - Kubernetes: renders every kustomize overlay (dev, prod, and prod with each component) and
+#     validates every manifest against the Kubernetes schemas (kubernetes-validate, offline,
+#     strict) for the oldest and newest Kubernetes versions supported, the KEDA custom resources
+#     against deploy/validate/keda-v1alpha1.schema.json, plus Switchboard's own rules
 #     (deploy/validate/checks.py);
 #   - Compose: docker-compose.yml against the Compose specification's JSON schema (the copy that
 #     ships in check-jsonschema), plus references and mounted files;
@@ -98,9 +98,15 @@ for component in "$K"/components/*/; do
 done
 
 externals=()
-for label in prod "prod+worker-hpa"; do
-  # The prod overlay renders no Secrets: they come from the cluster's secret store.
-  externals+=(--external "$label=Secret/switchboard-secrets" --external "$label=Secret/switchboard-keda-rabbitmq")
+for render in "${renders[@]}"; do
+  label=${render%%=*}
+  case $label in
+    # The prod overlay (with or without a component) renders no Secrets: they come from the
+    # cluster's secret store.
+    prod | prod+*)
+      externals+=(--external "$label=Secret/switchboard-secrets" --external "$label=Secret/switchboard-keda-rabbitmq")
+      ;;
+  esac
 done
 kube_args=()
 for v in "${KUBE_VERSIONS[@]}"; do kube_args+=(--kube-version "$v"); done

@@ -5,7 +5,9 @@
       kubernetes-validate package (strict: unknown fields fail), for each version given. The CRD
       kinds in CRD_SCHEMAS (KEDA) are not in those schemas: they are validated against
       keda-v1alpha1.schema.json beside this file instead; any other kind fails. Then the rules
-      of Switchboard's deployment: references resolve, pods are locked down, probes, grace period.
+      of Switchboard's deployment: references resolve, pods are locked down, probes on the right
+      port, grace period, only the webhook exposed (never the admin API), NetworkPolicies open
+      only the webhook port to everyone and the metrics and admin ports to named sources.
   checks.py compose docker-compose.yml
       What the Compose schema cannot see: depends_on targets and their healthchecks, mounted files.
   checks.py context .dockerignore OUT_DIR < NUL-separated paths
@@ -34,6 +36,9 @@ CRD_SCHEMAS = {
 }
 ROLES = {"ingress", "worker", "dispatcher"}
 WEBHOOK_PATH = "/webhooks/whatsapp"
+WEBHOOK_PORT = 8080  # SWITCHBOARD_HTTP_ADDR: webhook, probes and /metrics of the ingress
+METRICS_PORT = 9464  # SWITCHBOARD_METRICS_ADDR: probes and /metrics of the worker and dispatcher
+ADMIN_PORT = 9090  # SWITCHBOARD_ADMIN_ADDR: the admin / data-subject API (ingress pods)
 UID = 65532
 
 failures: list[str] = []
@@ -168,10 +173,14 @@ def rules(label: str, docs: list[dict], external: set[tuple[str, str]]) -> None:
                 for key, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
                     if key in src and not exists(kind, src[key]["name"]):
                         fail(cw, f"envFrom {kind} {src[key]['name']} is neither rendered nor declared external")
-            if role == "ingress":
-                probes = {p: c.get(p, {}).get("httpGet", {}).get("path") for p in ("livenessProbe", "readinessProbe")}
-                if probes != {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}:
-                    fail(cw, f"ingress probes must be /healthz (liveness) and /readyz (readiness), got {probes}")
+            probes = {p: c.get(p, {}).get("httpGet", {}).get("path") for p in ("livenessProbe", "readinessProbe")}
+            if probes != {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}:
+                fail(cw, f"{role} probes must be /healthz (liveness) and /readyz (readiness), got {probes}")
+            port_numbers = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
+            probe_port = c.get("livenessProbe", {}).get("httpGet", {}).get("port")
+            want_port = WEBHOOK_PORT if role == "ingress" else METRICS_PORT
+            if port_numbers.get(probe_port, probe_port) != want_port:
+                fail(cw, f"{role} probes must use port {want_port}, got {probe_port}")
     if roles_seen != ROLES:
         fail(label, f"expected a Deployment per role {sorted(ROLES)}, found {sorted(roles_seen)}")
 
@@ -202,6 +211,10 @@ def rules(label: str, docs: list[dict], external: set[tuple[str, str]]) -> None:
                     fail(where, f"backend Service {svc['name']} not rendered")
                 elif svc["port"].get("name") not in {q.get("name") for q in by_kind["Service"][svc["name"]]["spec"]["ports"]}:
                     fail(where, f"backend port {svc['port']} is not a port of Service {svc['name']}")
+                else:
+                    backend = next(q for q in by_kind["Service"][svc["name"]]["spec"]["ports"] if q.get("name") == svc["port"].get("name"))
+                    if backend.get("targetPort") in ("admin", ADMIN_PORT) or backend.get("port") == ADMIN_PORT:
+                        fail(where, f"routes to the admin API (Service {svc['name']} port {backend.get('name')})")
 
     for name, pdb in by_kind.get("PodDisruptionBudget", {}).items():
         if not pods_selected(pdb["spec"].get("selector", {}).get("matchLabels", {})):
@@ -247,9 +260,23 @@ def rules(label: str, docs: list[dict], external: set[tuple[str, str]]) -> None:
     if not any(p["spec"].get("podSelector") == {} and not p["spec"].get("ingress") and "Ingress" in p["spec"].get("policyTypes", [])
                for p in policies):
         fail(label, "no default-deny ingress NetworkPolicy")
+    # Only the ingress pods accept connections from anywhere, and only on the webhook port. Any
+    # other admitted traffic (Prometheus on the metrics port, admin clients on the admin port)
+    # must name its sources; pods other than the ingress admit nothing but the metrics port.
+    anywhere = {"0.0.0.0/0", "::/0"}
     for p in policies:
-        if p["spec"].get("ingress") and p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component") != "ingress":
-            fail(f"{label}: NetworkPolicy/{p['metadata']['name']}", "only the ingress pods may accept connections")
+        where = f"{label}: NetworkPolicy/{p['metadata']['name']}"
+        ingress_pods = p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component") == "ingress"
+        for rule in p["spec"].get("ingress") or []:
+            ports = {q.get("port") for q in rule.get("ports") or []}
+            sources = rule.get("from") or []
+            open_to_all = not sources or any(s.get("ipBlock", {}).get("cidr") in anywhere for s in sources)
+            if open_to_all and not (ingress_pods and ports == {WEBHOOK_PORT}):
+                fail(where, f"only the ingress pods' port {WEBHOOK_PORT} may accept connections from anywhere, "
+                     f"found ports {sorted(ports, key=str) or 'all'}")
+            if not ingress_pods and (not ports or ports - {METRICS_PORT}):
+                fail(where, f"pods other than the ingress may accept only port {METRICS_PORT} (metrics), "
+                     f"found {sorted(ports, key=str) or 'all'}")
 
 
 # ------------------------------------------------------------------------------------ compose
