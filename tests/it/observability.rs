@@ -162,3 +162,31 @@ async fn every_role_recovers_from_a_broker_restart_under_load_and_nothing_is_los
     }
     env.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_waiting_are_counted_by_reason() {
+    use switchboard_domain::{now_ms, DeadLetter, DeadLetterReason};
+    switchboard_telemetry::metrics::install();
+    let env = TestEnv::new().await;
+    let tenant = env.settings.namespace.clone(); // a label value unique to this test
+    for reason in [DeadLetterReason::SendPermanent, DeadLetterReason::SendPermanent, DeadLetterReason::Expired] {
+        let info = DeadLetter {
+            reason,
+            tenant_id: Some(tenant.clone()),
+            error_code: None,
+            last_error: "x".into(),
+            attempts: 1,
+            first_attempt_at_ms: now_ms(),
+            dead_lettered_at_ms: now_ms(),
+            source_queue: env.bus.topology().outbound.clone(),
+        };
+        env.bus.publish(env.bus.dead_letter(b"{}".to_vec(), Default::default(), &info)).await.unwrap();
+    }
+    switchboard_dispatcher::dlq_depth_by_reason(&env.bus).await;
+    let text = switchboard_telemetry::metrics::render();
+    let line = |reason: &str| format!("switchboard_dlq_messages{{reason=\"{reason}\",tenant=\"{tenant}\"}}");
+    assert_eq!(series(&text, &line("send_permanent")), 2.0, "{text}");
+    assert_eq!(series(&text, &line("expired")), 1.0);
+    assert_eq!(env.bus.queue_depth(&env.bus.topology().dlq).await.unwrap(), 3, "counting leaves them in place");
+    env.teardown().await;
+}

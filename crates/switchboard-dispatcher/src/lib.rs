@@ -88,6 +88,7 @@ pub async fn run(
                         metrics::gauge!("switchboard_queue_depth", "queue" => q).set(f64::from(n));
                     }
                 }
+                dlq_depth_by_reason(&bus).await;
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(15)) => {}
                     _ = shutdown.cancelled() => return,
@@ -129,3 +130,29 @@ pub async fn resume_tenant(
     tracing::info!(tenant, released, "tenant resumed");
     Ok(released)
 }
+
+/// How many dead letters wait, by reason and tenant (`switchboard_dlq_messages`): one look at the
+/// first [`DLQ_SCAN_LIMIT`] messages, left in place. Reasons seen before and now absent go to 0.
+pub async fn dlq_depth_by_reason(bus: &Bus) {
+    use std::collections::BTreeMap;
+    static SEEN: std::sync::Mutex<BTreeMap<(String, String), f64>> = std::sync::Mutex::new(BTreeMap::new());
+    let dlq = bus.topology().dlq.clone();
+    let Ok(parked) = bus.peek(&dlq, &switchboard_bus::parked::Filter::default(), DLQ_SCAN_LIMIT).await else { return };
+    let mut counts: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for m in &parked {
+        let reason = switchboard_bus::parked::reason(&m.headers).unwrap_or("unknown").to_string();
+        let tenant = m.headers.get(switchboard_bus::headers::names::TENANT).cloned().unwrap_or_default();
+        *counts.entry((reason, tenant)).or_default() += 1.0;
+    }
+    let Ok(mut seen) = SEEN.lock() else { return };
+    for key in seen.keys() {
+        counts.entry(key.clone()).or_insert(0.0);
+    }
+    for ((reason, tenant), n) in &counts {
+        metrics::gauge!("switchboard_dlq_messages", "reason" => reason.clone(), "tenant" => tenant.clone()).set(*n);
+    }
+    *seen = counts;
+}
+
+/// Dead letters looked at per scan for the by-reason gauge (the total is `switchboard_queue_depth`).
+const DLQ_SCAN_LIMIT: usize = 1_000;
