@@ -63,9 +63,8 @@ fn span_named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_runs_from_the_webhook_to_the_graph_api_call() {
-    let cap = capture();
-    let _ = cap;
-    let mut env = TestEnv::new().await;
+    let _ = capture();
+    let mut env = TestEnv::with(|s| s.mark_read = true).await;
     env.start_all().await;
     let body = webhook::text_batch(
         PHONE_NUMBER_ID,
@@ -73,9 +72,9 @@ async fn one_trace_runs_from_the_webhook_to_the_graph_api_call() {
     );
     assert_eq!(env.post_webhook(body, None).await.status(), 200);
     let sent = wait_until(DEADLINE, "the reply", || async { env.graph.delivered().into_iter().next() }).await;
-    let spans = wait_until(DEADLINE, "the send span", || async {
+    let spans = wait_until(DEADLINE, "the send and receipt spans", || async {
         let spans = finished_spans();
-        (!span_named(&spans, "send reply").is_empty()).then_some(spans)
+        (!span_named(&spans, "send reply").is_empty() && !span_named(&spans, "mark read").is_empty()).then_some(spans)
     })
     .await;
     let webhook_span = span_named(&spans, "POST /webhooks/whatsapp");
@@ -83,7 +82,7 @@ async fn one_trace_runs_from_the_webhook_to_the_graph_api_call() {
         spans.iter().any(|s| s.name == "POST /{phone_number_id}/messages" && s.span_context.trace_id() == *t)
     });
     let trace_id = trace_id.expect("a Graph API call in the same trace as a webhook");
-    for name in ["receive inbound", "turn", "chat", "send reply", "POST /{phone_number_id}/messages"] {
+    for name in ["receive inbound", "turn", "chat", "send reply", "POST /{phone_number_id}/messages", "mark read"] {
         assert!(
             spans.iter().any(|s| s.name == name && s.span_context.trace_id() == trace_id),
             "span {name:?} is not in the webhook's trace"

@@ -3,12 +3,23 @@
 use switchboard_bus::Delivery;
 use switchboard_domain::ReadReceipt;
 
+use tracing::Instrument;
+
 use crate::{send::number_bucket, Dispatcher};
 
 impl Dispatcher {
     pub(crate) async fn handle_receipt(&self, delivery: Delivery) {
         if let Ok(receipt) = serde_json::from_slice::<ReadReceipt>(&delivery.body) {
-            self.send_receipt(&receipt).await;
+            let span = tracing::info_span!(
+                "mark read",
+                otel.kind = "consumer",
+                messaging.system = "rabbitmq",
+                messaging.operation.type = "process",
+                messaging.destination.name = %delivery.queue,
+                tenant = %receipt.tenant_id,
+            );
+            switchboard_telemetry::extract(&delivery.headers, &span);
+            self.send_receipt(&receipt).instrument(span).await;
         }
         // Whatever happened: a receipt is never retried (a late one is worse than none).
         let _ = delivery.ack().await;

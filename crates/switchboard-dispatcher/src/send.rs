@@ -62,6 +62,7 @@ impl Dispatcher {
         let attempts = Attempts::from_headers(&delivery);
         let span = tracing::info_span!(
             "send reply",
+            otel.kind = "consumer",
             messaging.system = "rabbitmq",
             messaging.operation.type = "process",
             messaging.destination.name = %delivery.queue,
@@ -167,6 +168,7 @@ impl Dispatcher {
                 .send_text(token.expose(), &job.phone_number_id, &message)
                 .instrument(tracing::info_span!(
                     "POST /{phone_number_id}/messages",
+                    otel.kind = "client",
                     http.request.method = "POST",
                     part = index
                 ))

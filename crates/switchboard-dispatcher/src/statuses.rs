@@ -55,6 +55,7 @@ impl Dispatcher {
         };
         let span = tracing::info_span!(
             "record status",
+            otel.kind = "consumer",
             messaging.system = "rabbitmq",
             messaging.operation.type = "process",
             messaging.destination.name = %delivery.queue,

@@ -59,7 +59,14 @@ async fn verify_handshake(
 #[tracing::instrument(
     name = "POST /webhooks/whatsapp",
     skip_all,
-    fields(http.request.method = "POST", http.route = WEBHOOK_PATH, inbound, statuses)
+    fields(
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = WEBHOOK_PATH,
+        http.response.status_code = tracing::field::Empty,
+        inbound,
+        statuses,
+    )
 )]
 async fn receive_webhook(
     state: web::Data<IngressState>,
@@ -76,6 +83,11 @@ async fn receive_webhook(
         Err(WebhookError::Unavailable(_)) => "unavailable",
     };
     metrics::counter!("switchboard_webhooks_total", "outcome" => label).increment(1);
+    let status = match &outcome {
+        Ok(_) => 200,
+        Err(e) => actix_web::ResponseError::status_code(e).as_u16(),
+    };
+    tracing::Span::current().record("http.response.status_code", status);
     outcome.map(|_| HttpResponse::Ok().finish())
 }
 

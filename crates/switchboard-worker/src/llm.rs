@@ -16,7 +16,9 @@ impl Worker {
     /// random jitter of up to 100 %), honouring (clamped) `Retry-After`, and never retrying once
     /// shutdown has begun. Returns the result and the number of attempts made.
     #[tracing::instrument(name = "chat", skip_all, fields(
+        otel.kind = "client",
         gen_ai.operation.name = "chat",
+        gen_ai.provider.name = "openai",
         gen_ai.request.model = model,
         gen_ai.usage.input_tokens,
         gen_ai.usage.output_tokens,

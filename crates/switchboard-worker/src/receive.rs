@@ -64,6 +64,7 @@ impl Worker {
         };
         let span = tracing::info_span!(
             "receive inbound",
+            otel.kind = "consumer",
             messaging.system = "rabbitmq",
             messaging.operation.type = "receive",
             messaging.destination.name = %delivery.queue,
@@ -201,8 +202,11 @@ impl Worker {
             typing: tenant.typing_indicator,
         };
         let bus = self.inner.bus.clone();
+        let mut trace = switchboard_bus::Headers::new();
+        switchboard_telemetry::inject(&mut trace);
         self.inner.spawn(async move {
-            if let Ok(message) = bus.event(routing::RECEIPT, &receipt) {
+            if let Ok(mut message) = bus.event(routing::RECEIPT, &receipt) {
+                message.headers.extend(trace);
                 if let Err(error) = bus.publish(message).await {
                     tracing::debug!(%error, "read receipt not queued (ignored)");
                 }
