@@ -8,7 +8,7 @@ use switchboard_bus::{headers::names, BusError, Delivery};
 use switchboard_domain::{now_ms, split_message, DeadLetterReason, OutboundJob, ReplyKind, MAX_TEXT_CHARS};
 use switchboard_store::{
     lease::{Acquired, Lease},
-    ClaimKey, Rate, StoreError,
+    persist, ClaimKey, Rate, StoreError,
 };
 use switchboard_whatsapp::{ErrorClass, GraphError, SendOk, TextMessage};
 use tracing::Instrument;
@@ -75,19 +75,11 @@ impl Dispatcher {
         );
         switchboard_telemetry::extract(&delivery.headers, &span);
         async {
-            let mut pause = Duration::from_millis(100);
-            let result = loop {
-                match self.send_job(&job, &delivery, attempts).await {
-                    // Redis or broker trouble: retry here rather than give the job back, which
-                    // would count toward the queue's delivery limit.
-                    Err(e @ (Requeue::Bus(_) | Requeue::Store(_))) if !self.inner.shutdown.is_cancelled() => {
-                        tracing::warn!(error = %e, retry_in = ?pause, "reply not finished; retrying");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(5));
-                    }
-                    other => break other,
-                }
-            };
+            // Redis or broker trouble: retry here rather than give the job back, which would
+            // count toward the queue's delivery limit.
+            let infrastructure = |e: &Requeue| matches!(e, Requeue::Bus(_) | Requeue::Store(_));
+            let stopping = || self.inner.shutdown.is_cancelled();
+            let result = persist("sending a reply", infrastructure, stopping, || self.send_job(&job, &delivery, attempts)).await;
             match result {
                 Ok(fate) => {
                     tracing::Span::current().record("outcome", fate.label());
@@ -238,13 +230,11 @@ impl Dispatcher {
             .get(&job.tenant_id)
             .map(|t| t.retention.ledger())
             .unwrap_or(Duration::from_secs(s.ledger_ttl_secs));
-        let mut written = lease.complete(wamid, ttl).await.map(|_| ());
-        let mut pause = Duration::from_millis(100);
-        while let Err(error) = written {
+        if let Err(error) = lease.complete(wamid, ttl).await {
             tracing::warn!(%error, part = index, "cannot record a sent part yet; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
-            written = store.complete(&key, &token, wamid, ttl).await.map(|_| ());
+            // Never gives up: the part went out, and only this record stops a second send.
+            let _ =
+                persist("recording a sent part", |_| true, || false, || store.complete(&key, &token, wamid, ttl)).await;
         }
         // Lets a later `failed` status with a retryable code send this part again.
         let keep = Duration::from_secs(s.reply_max_age_secs);

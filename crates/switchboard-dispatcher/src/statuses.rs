@@ -5,7 +5,7 @@ use std::time::Duration;
 use switchboard_bus::Delivery;
 use switchboard_bus::{headers::names, topology::routing};
 use switchboard_domain::{now_ms, StatusEvent};
-use switchboard_store::StatusUpdate;
+use switchboard_store::{persist, StatusUpdate};
 use switchboard_whatsapp::classify;
 use tracing::Instrument;
 
@@ -87,17 +87,14 @@ impl Dispatcher {
             .unwrap_or(Duration::from_secs(self.inner.settings.status_ttl_secs));
         // Redis trouble is retried here: giving the delivery back would count toward the
         // queue's delivery limit.
-        let mut pause = Duration::from_millis(100);
-        let recorded = loop {
-            match self.inner.store.record_status(&event.tenant_id, &update, ttl).await {
-                Err(error) if !self.inner.shutdown.is_cancelled() => {
-                    tracing::warn!(%error, retry_in = ?pause, "cannot record status yet; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-                other => break other,
-            }
-        };
+        let stopping = || self.inner.shutdown.is_cancelled();
+        let recorded = persist(
+            "recording a status",
+            |_| true,
+            stopping,
+            || self.inner.store.record_status(&event.tenant_id, &update, ttl),
+        )
+        .await;
         match recorded {
             Ok(record) => {
                 metrics::counter!("switchboard_statuses_total", "status" => status_label(&event.status)).increment(1);

@@ -7,7 +7,7 @@ use switchboard_config::{Tenant, UserCommand};
 use switchboard_domain::{
     message_ref, now_ms, DeadLetter, DeadLetterReason, InboundContent, InboundEvent, ReadReceipt,
 };
-use switchboard_store::{AuditRecord, MessageState};
+use switchboard_store::{persist, AuditRecord, MessageState};
 
 use crate::runner::TurnError;
 
@@ -41,9 +41,8 @@ use tracing::Instrument;
 
 use crate::Worker;
 
-/// First and longest pause between attempts to queue a message while Redis is unavailable.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
-const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+/// Pause before giving a delivery back when the rights check cannot reach Redis.
+const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
 
 impl Worker {
     pub(crate) async fn receive(&self, delivery: Delivery) {
@@ -96,7 +95,7 @@ impl Worker {
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot check the user's rights yet; requeueing");
-                tokio::time::sleep(RETRY_PAUSE * 5).await;
+                tokio::time::sleep(REQUEUE_PAUSE).await;
                 let _ = delivery.requeue().await;
                 return;
             }
@@ -112,23 +111,21 @@ impl Worker {
         let store = &self.inner.store;
         // Redis trouble is retried here, holding the delivery: giving it back would count
         // toward the queue's delivery limit and, in a long outage, dead-letter good messages.
-        let mut pause = RETRY_PAUSE;
-        let result = loop {
-            let attempt = match event.content {
-                InboundContent::NoReply { .. } => {
-                    store.mark_no_reply(&event, ttl).await.map(|()| MessageState::NoReply)
+        let stopping = || self.inner.shutdown.is_cancelled();
+        let result = persist(
+            "queueing the message",
+            |_| true,
+            stopping,
+            || async {
+                match event.content {
+                    InboundContent::NoReply { .. } => {
+                        store.mark_no_reply(&event, ttl).await.map(|()| MessageState::NoReply)
+                    }
+                    _ => store.enqueue_message(&event, ttl).await,
                 }
-                _ => store.enqueue_message(&event, ttl).await,
-            };
-            match attempt {
-                Err(error) if !self.inner.shutdown.is_cancelled() => {
-                    tracing::warn!(%error, retry_in = ?pause, "cannot queue the message; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
-                }
-                other => break other,
-            }
-        };
+            },
+        )
+        .await;
         match result {
             Ok(state) if state.is_settled() => {
                 tracing::debug!(?state, "already handled");
