@@ -185,14 +185,22 @@ impl Dispatcher {
 
     /// Waits for a slot of the phone number's rate and of the recipient's pair rate.
     async fn wait_for_rate(&self, job: &OutboundJob) -> Result<(), Requeue> {
-        let (number, pair) = (self.number_rate(&job.tenant_id), self.pair_rate());
-        let (number_key, pair_key) =
-            (number_bucket(&job.phone_number_id), pair_bucket(&job.tenant_id, &job.conversation));
-        let (a, b) =
-            tokio::try_join!(self.inner.store.reserve(&number_key, number), self.inner.store.reserve(&pair_key, pair))?;
-        metrics::histogram!("switchboard_rate_limit_wait_seconds", "bucket" => "number").record(a.as_secs_f64());
-        metrics::histogram!("switchboard_rate_limit_wait_seconds", "bucket" => "pair").record(b.as_secs_f64());
-        let wait = a.max(b);
+        // The recipient's slot first, then the number's: a send held back by the pair rate must
+        // not take a slot of the number's rate it would only use seconds later (several such
+        // sends released together would exceed the number's rate).
+        let pair_key = pair_bucket(&job.tenant_id, &job.conversation);
+        let pair_wait = self.inner.store.reserve(&pair_key, self.pair_rate()).await?;
+        metrics::histogram!("switchboard_rate_limit_wait_seconds", "bucket" => "pair").record(pair_wait.as_secs_f64());
+        self.pause(pair_wait).await?;
+        let number_wait =
+            self.inner.store.reserve(&number_bucket(&job.phone_number_id), self.number_rate(&job.tenant_id)).await?;
+        metrics::histogram!("switchboard_rate_limit_wait_seconds", "bucket" => "number")
+            .record(number_wait.as_secs_f64());
+        self.pause(number_wait).await
+    }
+
+    /// Sleeps `wait` unless shutdown begins meanwhile.
+    async fn pause(&self, wait: Duration) -> Result<(), Requeue> {
         if wait > Duration::ZERO {
             tracing::debug!(?wait, "waiting for the rate limit");
             tokio::select! {
