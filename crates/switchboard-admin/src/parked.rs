@@ -88,7 +88,7 @@ pub async fn sweep(bus: &Bus, subject: &Subject<'_>) -> Result<Sweep, BusError> 
     let mut result = Sweep::default();
     for queue in queues(bus) {
         let depth = bus.queue_depth(&queue).await? as usize;
-        let (deleted, examined) = bus.purge_where(&queue, SWEEP_LIMIT, |body| subject.owns(body)).await?;
+        let (deleted, examined) = bus.purge_where(&queue, SWEEP_LIMIT, |_, body| subject.owns(body)).await?;
         result.deleted += deleted;
         result.not_examined += depth.saturating_sub(examined);
     }

@@ -31,10 +31,23 @@ impl Filter {
     }
 }
 
+/// When a message was parked (Unix ms): `x-sb-dead-lettered-at` for dead letters,
+/// `x-sb-received-at` for unreadable webhooks, otherwise the time of its last publish
+/// (`x-sb-published-at`: the hold of a held reply; for a message dead-lettered by RabbitMQ itself,
+/// its publish before it failed, so a little earlier than it was parked).
+pub fn parked_at_ms(headers: &Headers) -> Option<i64> {
+    [names::DEAD_LETTERED_AT, names::RECEIVED_AT, crate::publish::PUBLISHED_AT]
+        .iter()
+        .find_map(|name| headers.get(*name).and_then(|v| v.parse().ok()))
+}
+
 /// The reason a message was parked.
 pub fn reason(headers: &Headers) -> Option<&str> {
     headers.get(names::REASON).or_else(|| headers.get("x-first-death-reason")).map(String::as_str)
 }
+
+/// How long a walk waits for the messages it handed back to be ready in the queue again.
+const SETTLE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One parked message as seen by a listing.
 #[derive(Debug, Clone)]
@@ -66,7 +79,7 @@ impl Bus {
             }
         }
         // Closing the channel returns every message we looked at, in order.
-        let _ = channel.close(200, "peek done".into()).await;
+        self.close_and_settle(channel, queue, position).await;
         Ok(out)
     }
 
@@ -84,14 +97,14 @@ impl Bus {
         self.walk(queue, filter, false).await
     }
 
-    /// Deletes the messages of `queue` whose body satisfies `doomed`, looking at `limit`
-    /// messages at most (one walk on one channel; the others go back untouched). Returns
-    /// (deleted, examined).
+    /// Deletes the messages of `queue` for which `doomed(headers, body)` holds, looking at
+    /// `limit` messages at most (one walk on one channel; the others go back untouched).
+    /// Returns (deleted, examined).
     pub async fn purge_where(
         &self,
         queue: &str,
         limit: usize,
-        doomed: impl Fn(&[u8]) -> bool,
+        doomed: impl Fn(&Headers, &[u8]) -> bool,
     ) -> Result<(usize, usize), BusError> {
         let channel = self.channel().await?;
         let (mut deleted, mut examined) = (0, 0);
@@ -99,21 +112,22 @@ impl Bus {
             let Some(got) = channel.basic_get(queue.into(), BasicGetOptions::default()).await? else { break };
             examined += 1;
             let d = crate::Delivery::from_get(got, queue, channel.clone());
-            if doomed(&d.body) {
+            if doomed(&d.headers, &d.body) {
                 d.ack().await?;
                 deleted += 1;
             }
         }
-        let _ = channel.close(200, "purge done".into()).await;
+        self.close_and_settle(channel, queue, examined - deleted).await;
         Ok((deleted, examined))
     }
 
     async fn walk(&self, queue: &str, filter: &Filter, republish: bool) -> Result<usize, BusError> {
         let channel = self.channel().await?;
-        let mut moved = 0;
+        let (mut moved, mut kept) = (0, 0);
         while let Some(got) = channel.basic_get(queue.into(), BasicGetOptions::default()).await? {
             let d = crate::Delivery::from_get(got, queue, channel.clone());
             if !filter.matches(&d.headers) {
+                kept += 1;
                 continue; // stays unacked: back to the queue when the channel closes
             }
             if republish {
@@ -145,8 +159,35 @@ impl Bus {
             d.ack().await?;
             moved += 1;
         }
-        let _ = channel.close(200, "walk done".into()).await;
+        self.close_and_settle(channel, queue, kept).await;
         Ok(moved)
+    }
+
+    /// Closes a walk's channel, which hands its unacknowledged messages back to `queue`, and
+    /// waits (up to [`SETTLE_DEADLINE`]) until at least `returned` messages are ready there again.
+    /// A quorum queue applies those returns asynchronously, after the close completes; without
+    /// the wait, a `peek` followed at once by a `redrive` (or a depth reading) could miss them.
+    /// Parking queues have no consumers, so nothing else takes them meanwhile.
+    async fn close_and_settle(&self, channel: lapin::Channel, queue: &str, returned: usize) {
+        let _ = channel.close(200, "walk done".into()).await;
+        if returned == 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + SETTLE_DEADLINE;
+        let mut pause = std::time::Duration::from_millis(2);
+        loop {
+            match self.queue_depth(queue).await {
+                Ok(ready) if ready as usize >= returned => return,
+                Err(_) => return,
+                Ok(_) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(queue, returned, "parked messages not back in the queue yet after a walk");
+                    return;
+                }
+                Ok(_) => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+        }
     }
 
     /// Where a message parked from `source_queue` goes back to.

@@ -142,6 +142,9 @@ pub struct Settings {
     pub admin_token_sha256: Option<String>,
     /// How long audit records of admin actions and erasures are kept.
     pub audit_ttl_secs: u64,
+    /// How long parked messages (dead letters, held replies, unreadable webhooks) are kept
+    /// before the dispatcher's retention sweep deletes them.
+    pub parked_ttl_secs: u64,
     /// End-user words (comma-separated, matched case-insensitively) that restrict processing.
     pub stop_words: String,
     /// End-user words that lift a restriction set by a stop word.
@@ -218,6 +221,7 @@ impl Default for Settings {
             operator_token_sha256: None,
             admin_token_sha256: None,
             audit_ttl_secs: 365 * 24 * 3600,
+            parked_ttl_secs: 14 * 24 * 3600,
             stop_words: "STOP,STOPP,ARRET,ALTO,PARAR,UNSUBSCRIBE".into(),
             start_words: "START,UNSTOP".into(),
             forget_words: "/forget".into(),
@@ -335,6 +339,7 @@ impl Settings {
             ("SWITCHBOARD_STATUS_TTL_SECS", self.status_ttl_secs),
             ("SWITCHBOARD_LEDGER_TTL_SECS", self.ledger_ttl_secs),
             ("SWITCHBOARD_AUDIT_TTL_SECS", self.audit_ttl_secs),
+            ("SWITCHBOARD_PARKED_TTL_SECS", self.parked_ttl_secs),
             ("SWITCHBOARD_MAX_BODY_BYTES", self.max_body_bytes as u64),
             ("SWITCHBOARD_SEND_BACKOFF_BASE_MS", self.send_backoff_base_ms),
             ("SWITCHBOARD_REPLY_MAX_AGE_SECS", self.reply_max_age_secs),

@@ -23,6 +23,8 @@ pub struct Retention {
     pub idempotency_secs: u64,
     /// Audit records of admin actions and erasures.
     pub audit_secs: u64,
+    /// Parked messages (dead letters, held replies), from when they were parked.
+    pub parked_secs: u64,
 }
 
 impl Retention {
@@ -34,6 +36,7 @@ impl Retention {
             ledger_secs: s.ledger_ttl_secs,
             idempotency_secs: s.idempotency_ttl_secs,
             audit_secs: s.audit_ttl_secs,
+            parked_secs: s.parked_ttl_secs,
         }
     }
 
@@ -51,6 +54,9 @@ impl Retention {
     }
     pub fn audit(&self) -> Duration {
         secs(self.audit_secs)
+    }
+    pub fn parked(&self) -> Duration {
+        secs(self.parked_secs)
     }
 }
 

@@ -60,6 +60,7 @@ struct RetentionEntry {
     ledger_secs: Option<u64>,
     idempotency_secs: Option<u64>,
     audit_secs: Option<u64>,
+    parked_secs: Option<u64>,
 }
 
 /// Loads the tenants file at `path`, resolving `env:` references from the process environment.
@@ -160,6 +161,7 @@ fn retention(r: RetentionEntry, default: Retention) -> Result<Retention, String>
         ledger_secs: pick(r.ledger_secs, default.ledger_secs, "ledger_secs")?,
         idempotency_secs: pick(r.idempotency_secs, default.idempotency_secs, "idempotency_secs")?,
         audit_secs: pick(r.audit_secs, default.audit_secs, "audit_secs")?,
+        parked_secs: pick(r.parked_secs, default.parked_secs, "parked_secs")?,
     })
 }
 
@@ -289,6 +291,7 @@ admin_token_sha256 = ["{acme_hash}"]
 [tenant.retention]
 context_secs = 3
 audit_secs = 86400
+parked_secs = 3600
 
 [[tenant]]
 id = "beta"
@@ -312,7 +315,9 @@ mark_read = false
         assert_eq!(acme.start_words, vec!["START", "UNSTOP"]);
         assert_eq!(acme.retention.context_secs, 3);
         assert_eq!(acme.retention.audit_secs, 86400);
+        assert_eq!(acme.retention.parked_secs, 3600);
         assert_eq!(acme.retention.status_secs, s.status_ttl_secs);
+        assert_eq!(dir.get("beta").unwrap().retention.parked_secs, s.parked_ttl_secs);
         assert_eq!(dir.by_admin_token("acme-admin").unwrap().id, "acme");
         let beta = dir.get("beta").unwrap();
         assert_eq!(beta.access_token.as_ref().unwrap().expose(), "beta-graph-token");

@@ -9,6 +9,7 @@
 //! * [`statuses`]: consumes `{ns}.statuses` and keeps a monotonic status per outbound message.
 
 mod receipts;
+pub mod retention;
 mod send;
 mod settle;
 mod statuses;
@@ -96,6 +97,23 @@ pub async fn run(
             }
         })
     };
+    // Parked messages past their retention: once at start-up, then hourly.
+    let sweeper = {
+        let (bus, settings, tenants, shutdown) =
+            (bus.clone(), settings.clone(), dispatcher.inner.tenants.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                let now = switchboard_domain::now_ms();
+                if let Err(e) = retention::expire_parked(&bus, &settings, &tenants.current(), now).await {
+                    tracing::warn!(error = %e, "parked-message retention sweep failed; next try in an hour");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(retention::SWEEP_INTERVAL) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        })
+    };
     let d1 = dispatcher.clone();
     let d2 = dispatcher.clone();
     let d3 = dispatcher;
@@ -114,6 +132,7 @@ pub async fn run(
         }),
     );
     depths.abort();
+    sweeper.abort();
 }
 
 /// Lifts a tenant's pause and sends its held replies back to the outbound queue (oldest
