@@ -5,15 +5,18 @@
 //! * [`TestEnv`]: settings for one test, the roles started in-process, teardown;
 //! * [`FakeLlm`]: an OpenAI-compatible chat-completions server that records every call;
 //! * [`FakeGraph`]: a Graph API `/{phone_number_id}/messages` server, scriptable per call;
+//! * [`FakeCollector`]: an OpenTelemetry collector (OTLP/gRPC) keeping every exported span;
 //! * [`TcpProxy`]: a fault-injecting TCP proxy (refuse, cut connections) in front of a service;
 //! * [`webhook`]: signed webhook bodies; [`wait_until`]: polling with a deadline.
 
+mod collector;
 mod env;
 mod fake_graph;
 mod fake_llm;
 mod proxy;
 pub mod webhook;
 
+pub use collector::{CollectedSpan, FakeCollector};
 pub use env::{RoleHandle, TestEnv, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN};
 pub use fake_graph::{FakeGraph, GraphReply, GraphSend};
 pub use fake_llm::{FakeLlm, LlmCall, LlmReply};

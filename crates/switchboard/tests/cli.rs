@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use switchboard_tests::{wait_until, webhook, webhook::Text, TestEnv, PHONE_NUMBER_ID};
+use switchboard_tests::{wait_until, webhook, webhook::Text, FakeCollector, TestEnv, PHONE_NUMBER_ID};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -115,6 +115,53 @@ async fn switchboard_all_answers_a_webhook_and_exits_cleanly_on_sigterm() {
     // Logs never carry the user's number, text, or any secret.
     for needle in ["15557654321", secret_text, "test_app_secret", "test-access-token"] {
         assert!(!logs.contains(needle), "logs leak {needle:?}");
+    }
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otlp_exporter_ships_the_message_trace_to_a_collector_and_flushes_on_sigterm() {
+    let env = TestEnv::new().await;
+    let collector = FakeCollector::start().await;
+    let endpoint = collector.endpoint();
+    let process = Process::start(
+        &env,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_SERVICE_NAME", "switchboard-otlp-test"),
+            // Longer than the test: only the flush at shutdown can deliver the spans.
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+            ("SWITCHBOARD_MARK_READ", "true"),
+        ],
+        false,
+    )
+    .await;
+    let (number, text) = ("15557650001", "deliver to 42 Wallaby Way");
+    assert_eq!(process.post_text(number, "wamid.otlp.1", text).await, 200);
+    wait_until(Duration::from_secs(30), "reply", || async { env.graph.delivered().into_iter().next() }).await;
+    // `mark read` is the last span of a conversation turn's trace.
+    wait_until(Duration::from_secs(30), "read receipt", || async { env.graph.receipts().into_iter().next() }).await;
+    assert_eq!(collector.requests(), 0, "nothing exported before the shutdown flush");
+    let (code, _) = process.stop().await;
+    assert_eq!(code, Some(0));
+
+    let spans = collector.spans();
+    assert!(spans.iter().all(|s| s.service == "switchboard-otlp-test"), "OTEL_SERVICE_NAME names the resource");
+    let webhook = spans.iter().find(|s| s.span.name == "POST /webhooks/whatsapp").expect("the webhook span");
+    let trace = webhook.trace_id().to_vec();
+    assert_eq!(trace.len(), 16);
+    for name in ["receive inbound", "turn", "chat", "send reply", "POST /{phone_number_id}/messages", "mark read"] {
+        assert!(
+            spans.iter().any(|s| s.span.name == name && s.trace_id() == trace),
+            "{name:?} not in the webhook's trace"
+        );
+    }
+    let chat = spans.iter().find(|s| s.span.name == "chat" && s.trace_id() == trace).unwrap();
+    assert!(chat.attribute("gen_ai.request.model").is_some());
+    for s in &spans {
+        for value in s.strings() {
+            assert!(!value.contains(number) && !value.contains("Wallaby"), "span {:?} leaks: {value:?}", s.span.name);
+        }
     }
     env.teardown().await;
 }
