@@ -131,8 +131,9 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
 
     // --- tenants, data-subject rights, admin API ---
-    /// A TOML file defining any number of tenants (`[[tenant]]` tables); when set, the
-    /// single-tenant variables above are not used for tenants. See `docs/tenants.example.toml`.
+    /// A TOML file defining any number of tenants (`[[tenant]]` tables; YAML when it is named
+    /// `*.yaml`/`*.yml`); when set, the single-tenant variables above are not used for tenants.
+    /// See `docs/tenants.example.toml`.
     pub tenants_file: Option<String>,
     /// Where the admin / data-subject API listens (never the webhook port).
     pub admin_addr: SocketAddr,

@@ -1,5 +1,7 @@
-//! `SWITCHBOARD_TENANTS_FILE`: any number of tenants in one TOML file of `[[tenant]]` tables
-//! (`docs/tenants.example.toml` shows and explains every key; a test loads it).
+//! `SWITCHBOARD_TENANTS_FILE`: any number of tenants in one TOML file of `[[tenant]]` tables, or
+//! one YAML file (`.yaml`/`.yml`) with a `tenant:` list of the same keys
+//! (`docs/tenants.example.toml` shows and explains every key, `docs/tenants.example.yaml` is the
+//! same in YAML; a test loads both and finds them equal).
 //!
 //! Only `id` and `phone_number_ids` are required; every other key defaults to the
 //! deployment-wide setting; unknown keys are refused. Secrets may be literal or references
@@ -13,7 +15,7 @@ use figment::{
     providers::{Format, Toml},
     Figment,
 };
-use serde::Deserialize;
+use serde::{de::DeserializeOwned, Deserialize};
 
 use crate::{
     tenants::{parse_sha256_hex, Retention, Tenant},
@@ -76,7 +78,11 @@ pub(crate) fn load_with(
 ) -> Result<Tenants, ConfigError> {
     let fail = |reason: String| ConfigError::Load(format!("tenants file {}: {reason}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read it ({})", e.kind())))?;
-    let file: File = Figment::from(Toml::string(&text)).extract().map_err(|e| fail(describe(&e)))?;
+    let source = match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("yaml" | "yml") => Figment::from(Yaml::string(&text)),
+        _ => Figment::from(Toml::string(&text)),
+    };
+    let file: File = source.extract().map_err(|e| fail(describe(&e)))?;
     if file.tenant.is_empty() {
         return Err(fail("defines no [[tenant]]".into()));
     }
@@ -217,8 +223,34 @@ fn check_unique(tenants: &[Tenant], settings: &Settings) -> Result<(), String> {
 
 /// A figment error as one line naming the key path. Only the first line of the message is
 /// kept: a TOML syntax error goes on to quote the offending line, which may hold a secret.
+/// YAML 1.2 as people expect it in a config file: only `true`/`false` are booleans (YAML 1.1
+/// reads `y`, `no`, `off`… as booleans: a tenant id `no` would not load), and errors carry no
+/// snippet of the file (which holds secrets).
+struct Yaml;
+
+impl Format for Yaml {
+    type Error = serde_saphyr::Error;
+
+    const NAME: &'static str = "YAML";
+
+    fn from_str<T: DeserializeOwned>(string: &str) -> Result<T, Self::Error> {
+        serde_saphyr::from_str_with_options(
+            string,
+            serde_saphyr::options! { with_snippet: false, strict_booleans: true },
+        )
+    }
+}
+
+/// One line describing a load error: where (the key path) and what, never a string from the file
+/// (a secret can sit in any string: `app_secrets = "topsecret"` is the wrong type too). Parse
+/// errors keep their first line, which gives the position only.
 fn describe(e: &figment::Error) -> String {
-    let kind = e.kind.to_string();
+    use figment::error::{Actual, Kind};
+    let kind = match &e.kind {
+        Kind::InvalidType(Actual::Str(_), expected) => format!("invalid type: found a string, expected {expected}"),
+        Kind::InvalidValue(Actual::Str(_), expected) => format!("invalid value: a string, expected {expected}"),
+        other => other.to_string(),
+    };
     let kind = kind.lines().next().unwrap_or_default();
     match e.path.join(".") {
         path if path.is_empty() => kind.to_owned(),
@@ -394,10 +426,68 @@ mark_read = false
     }
 
     #[test]
+    fn the_yaml_example_equals_the_toml_example() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+        let env = |name: &str| Some(format!("value of {name}"));
+        let toml = load_with(&docs.join("tenants.example.toml"), &Settings::default(), &env).unwrap();
+        let yaml = load_with(&docs.join("tenants.example.yaml"), &Settings::default(), &env).unwrap();
+        let ids = |t: &Tenants| t.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&yaml), ["acme", "bistro"]);
+        for (a, b) in toml.iter().zip(yaml.iter()) {
+            // Debug hides secrets: compare those by value.
+            assert_eq!(format!("{a:?}"), format!("{b:?}"));
+            let secrets = |t: &Tenant| {
+                let mut all: Vec<String> = t.app_secrets.iter().map(|s| s.expose().to_owned()).collect();
+                all.extend(
+                    [&t.verify_token, &t.access_token, &t.llm_api_key]
+                        .iter()
+                        .map(|s| s.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default()),
+                );
+                all
+            };
+            assert_eq!(secrets(a), secrets(b), "{}", a.id);
+            assert_eq!(a.admin_token_sha256, b.admin_token_sha256);
+        }
+    }
+
+    #[test]
+    fn yaml_files_are_read_by_extension_and_checked_like_toml() {
+        let dir = std::env::temp_dir().join(format!("sbtenants-{}-yaml", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let load = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            load_with(&path, &Settings::default(), &env).map_err(|e| e.to_string())
+        };
+        let ok = "tenant:\n  - id: y\n    phone_number_ids: ['42']\n    app_secrets: [topsecret]\n";
+        for name in ["t.yaml", "t.YML"] {
+            let tenants = load(name, ok).unwrap();
+            assert_eq!(tenants.by_phone_number_id("42").unwrap().id, "y", "{name}");
+        }
+        let unquoted = load("n.yaml", "tenant:\n  - id: y\n    phone_number_ids: [42]\n").unwrap_err();
+        assert!(unquoted.contains("phone_number_ids"), "{unquoted}");
+        let unknown = load("u.yml", "tenant:\n  - id: y\n    phone_number_ids: ['1']\n    colour: red\n");
+        assert!(unknown.unwrap_err().contains("colour"));
+        let broken = load("b.yaml", "tenant: [\n  app_secrets: topsecret").unwrap_err();
+        assert!(broken.contains("tenants file") && !broken.contains("topsecret"), "{broken}");
+        let wrong_type =
+            load("w.yaml", "tenant:\n  - id: y\n    phone_number_ids: ['1']\n    app_secrets: topsecret\n");
+        let wrong_type = wrong_type.unwrap_err();
+        assert!(wrong_type.contains("app_secrets") && !wrong_type.contains("topsecret"), "{wrong_type}");
+        let yaml11 = load("b11.yaml", "tenant:\n  - id: no\n    phone_number_ids: ['7']\n    stop_words: [OFF, N]\n");
+        let yaml11 = yaml11.unwrap();
+        assert_eq!(yaml11.get("no").unwrap().stop_words, ["OFF", "N"], "YAML 1.1 booleans are text");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn errors_never_show_secret_values() {
         let text =
             "[[tenant]]\nid = \"a\"\nphone_number_ids = [\"1\"]\napp_secrets = [\"topsecret\"]\nmark_read = \"yes\"\n";
         let err = load_text("leak", text).unwrap_err();
         assert!(err.contains("mark_read") && !err.contains("topsecret"), "{err}");
+        let text = "[[tenant]]\nid = \"a\"\nphone_number_ids = [\"1\"]\napp_secrets = \"topsecret\"\n";
+        let err = load_text("leak2", text).unwrap_err();
+        assert!(err.contains("app_secrets") && !err.contains("topsecret"), "{err}");
     }
 }
