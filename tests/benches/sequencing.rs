@@ -37,6 +37,7 @@ fn event(conv: usize, msg: usize, received_at_ms: i64) -> InboundEvent {
         timestamp: received_at_ms / 1000,
         received_at_ms,
         content: InboundContent::Text { body: format!("message {msg}") },
+        profile_name: None,
         trace: Default::default(),
     }
 }

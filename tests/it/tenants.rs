@@ -191,13 +191,18 @@ async fn during_a_secret_rotation_both_secrets_are_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_through_the_admin_api_leaves_no_trace_in_redis_or_the_queues() {
-    let mut env = TestEnv::with(|s| s.operator_token_sha256 = Some(sha256_hex("op-token"))).await;
+    let mut env = TestEnv::with(|s| {
+        s.operator_token_sha256 = Some(sha256_hex("op-token"));
+        s.remember_profile_name = true;
+    })
+    .await;
     env.start_all().await;
     let user = "15553330007";
     let words = "my secret address is 1 Elm Street";
     assert_eq!(env.post_webhook(msg(PHONE_NUMBER_ID, user, "wamid.er.1", words), None).await.status(), 200);
     let sent = wait_until(DEADLINE, "reply", || async { env.graph.delivered_to(user).into_iter().next() }).await;
     assert!(sent.contains("1 Elm Street"));
+    assert!(all_redis(&env).await.iter().any(|(_, v)| v == "Test User"), "the profile name is stored");
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = format!("http://{}", listener.local_addr().unwrap());
@@ -216,7 +221,7 @@ async fn erasure_through_the_admin_api_leaves_no_trace_in_redis_or_the_queues() 
     .await;
     assert!(res.status().is_success());
 
-    let needles = [user, "Elm Street"];
+    let needles = [user, "Elm Street", "Test User"];
     for (key, value) in all_redis(&env).await {
         for n in needles {
             assert!(!key.contains(n) && !value.contains(n), "{n} left in {key}");
@@ -363,5 +368,44 @@ async fn parked_messages_are_deleted_after_their_retention() {
         (parked_ids(&env, &topology.rejected).await == ["rejected-new"]).then_some(())
     })
     .await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_profile_name_reaches_the_assistant_only_where_the_tenant_keeps_it() {
+    let mut env = TestEnv::new().await;
+    let mut keeps = tenant(&env, "keeps", PHONE_NUMBER_ID, "Keeps names.", "keeps-token");
+    keeps.remember_profile_name = true;
+    let forgets = tenant(&env, "forgets", GLOBEX_NUMBER, "Forgets names.", "forgets-token");
+    env.tenants = TenantDirectory::new(Tenants::new(vec![keeps, forgets]));
+    env.start_all().await;
+    let pseudo = Pseudonymizer::new(env.settings.pseudonym_key());
+    for (number, user, tenant_id) in
+        [(PHONE_NUMBER_ID, "15553330021", "keeps"), (GLOBEX_NUMBER, "15553330022", "forgets")]
+    {
+        assert_eq!(env.post_webhook(msg(number, user, &format!("wamid.pn.{user}"), "hello"), None).await.status(), 200);
+        wait_until(DEADLINE, "reply", || async { env.graph.delivered_to(user).into_iter().next() }).await;
+        let conv = pseudo.conversation(tenant_id, user);
+        let stored = env.store.profile_name(tenant_id, &conv).await.unwrap();
+        let prompt = env
+            .llm
+            .calls()
+            .into_iter()
+            .find(|c| {
+                c.user_messages().iter().any(|m| m == "hello")
+                    && c.system_prompt()
+                        .is_some_and(|p| p.starts_with(if tenant_id == "keeps" { "Keeps" } else { "Forgets" }))
+            })
+            .and_then(|c| c.system_prompt().map(str::to_owned))
+            .unwrap();
+        if tenant_id == "keeps" {
+            assert_eq!(stored.as_deref(), Some("Test User"));
+            assert_eq!(prompt, "Keeps names.\n\nThe user's WhatsApp profile name is \"Test User\".");
+        } else {
+            assert_eq!(stored, None, "not stored");
+            assert_eq!(prompt, "Forgets names.");
+            assert!(!all_redis(&env).await.iter().any(|(k, v)| k.contains(&conv) && v.contains("Test User")));
+        }
+    }
     env.teardown().await;
 }

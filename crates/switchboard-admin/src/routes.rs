@@ -36,6 +36,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource(format!("{user}/restriction")).route(web::put().to(restrict)).route(web::delete().to(lift)),
         )
+        .service(
+            web::resource(format!("{user}/profile"))
+                .route(web::put().to(edit_profile_name))
+                .route(web::delete().to(remove_profile_name)),
+        )
         .service(web::resource(format!("{user}/block")).route(web::post().to(block)))
         .route("/admin/tenants/{tenant}/audit", web::get().to(audit_log))
         .route("/admin/openapi.json", web::get().to(openapi))
@@ -184,7 +189,7 @@ pub struct RectifyBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct RectifyResponse {
-    /// `edited` or `removed`.
+    /// `edited` or `removed` (a message), `profile_edited` or `profile_removed`.
     pub rectified: &'static str,
 }
 
@@ -233,6 +238,69 @@ async fn rectify(
     let outcome = if content.is_some() { "edited" } else { "removed" };
     let found = state.store.rectify_context_entry(&t.tenant.id, &t.conversation, id, content).await?;
     let detail = if found { outcome } else { "not_found" };
+    state.record(&t.caller, &t.tenant, "rectify", Some(&t.conversation), detail.into()).await?;
+    if !found {
+        return Err(AdminError::MessageNotFound);
+    }
+    Ok(HttpResponse::Ok().json(RectifyResponse { rectified: outcome }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileBody {
+    /// The corrected profile name.
+    pub name: String,
+}
+
+/// Longest profile name accepted by rectification (WhatsApp allows far fewer).
+const MAX_PROFILE_NAME_CHARS: usize = 128;
+
+#[utoipa::path(put, path = "/admin/tenants/{tenant}/users/{wa_id}/profile", tag = "data subjects",
+    params(("tenant" = String, Path), ("wa_id" = String, Path)),
+    request_body = ProfileBody,
+    responses((status = 200, description = "Rectified", body = RectifyResponse), Refusals),
+    security(("bearer" = [])))]
+/// Rectification: corrects the stored profile name (kept where the tenant enables
+/// `remember_profile_name`); its expiry is unchanged. 404 if no name is stored.
+pub async fn edit_profile_name(
+    state: web::Data<AdminState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let t = state.target(&req, &path.0, &path.1)?;
+    let bad = || AdminError::BadRequest("the body must be {\"name\": \"<non-empty name of at most 128 characters>\"}");
+    let body: ProfileBody = serde_json::from_slice(&body).map_err(|_| bad())?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_PROFILE_NAME_CHARS {
+        return Err(bad());
+    }
+    let found = state.store.rectify_profile_name(&t.tenant.id, &t.conversation, name).await?;
+    profile_outcome(&state, &t, found, "profile_edited").await
+}
+
+#[utoipa::path(delete, path = "/admin/tenants/{tenant}/users/{wa_id}/profile", tag = "data subjects",
+    params(("tenant" = String, Path), ("wa_id" = String, Path)),
+    responses((status = 200, description = "Rectified", body = RectifyResponse), Refusals),
+    security(("bearer" = [])))]
+/// Rectification: deletes the stored profile name. 404 if none is stored.
+pub async fn remove_profile_name(
+    state: web::Data<AdminState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    let t = state.target(&req, &path.0, &path.1)?;
+    let found = state.store.delete_profile_name(&t.tenant.id, &t.conversation).await?;
+    profile_outcome(&state, &t, found, "profile_removed").await
+}
+
+async fn profile_outcome(
+    state: &AdminState,
+    t: &Target,
+    found: bool,
+    outcome: &'static str,
+) -> Result<HttpResponse, AdminError> {
+    let detail = if found { outcome } else { "profile_not_found" };
     state.record(&t.caller, &t.tenant, "rectify", Some(&t.conversation), detail.into()).await?;
     if !found {
         return Err(AdminError::MessageNotFound);

@@ -122,6 +122,8 @@ pub struct Settings {
     pub mark_read: bool,
     /// Show "typing…" while the reply is prepared (sent with the read receipt).
     pub typing_indicator: bool,
+    /// Keep the user's WhatsApp profile name (with the context window) and tell the assistant.
+    pub remember_profile_name: bool,
     pub status_ttl_secs: u64,
     pub ledger_ttl_secs: u64,
 
@@ -214,6 +216,7 @@ impl Default for Settings {
             window_margin_secs: 600,
             mark_read: true,
             typing_indicator: true,
+            remember_profile_name: false,
             status_ttl_secs: 30 * 24 * 3600,
             ledger_ttl_secs: 7 * 24 * 3600,
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9464)),

@@ -92,6 +92,8 @@ pub struct Tenant {
     pub mark_read: bool,
     /// Show the typing indicator with the read receipt.
     pub typing_indicator: bool,
+    /// Keep the user's profile name and give it to the assistant.
+    pub remember_profile_name: bool,
     /// Messages per second per business phone number (`None`: `SWITCHBOARD_RATE_PER_NUMBER`).
     pub rate_per_number: Option<f64>,
     pub retention: Retention,
@@ -119,6 +121,7 @@ impl Tenant {
             llm_api_key: None,
             mark_read: s.mark_read,
             typing_indicator: s.typing_indicator,
+            remember_profile_name: s.remember_profile_name,
             rate_per_number: None,
             retention: Retention::from_settings(s),
             stop_words: split_words(&s.stop_words),

@@ -45,6 +45,7 @@ struct Entry {
     llm_api_key: Option<Secret>,
     mark_read: Option<bool>,
     typing_indicator: Option<bool>,
+    remember_profile_name: Option<bool>,
     rate_per_number: Option<f64>,
     retention: Option<RetentionEntry>,
     stop_words: Option<Vec<String>>,
@@ -133,6 +134,7 @@ fn build(e: Entry, s: &Settings, env: &dyn Fn(&str) -> Option<String>) -> Result
     }
     t.mark_read = e.mark_read.unwrap_or(t.mark_read);
     t.typing_indicator = e.typing_indicator.unwrap_or(t.typing_indicator);
+    t.remember_profile_name = e.remember_profile_name.unwrap_or(t.remember_profile_name);
     if let Some(rate) = e.rate_per_number {
         if !(rate > 0.0 && rate <= 100_000.0) {
             return Err("rate_per_number must be between 0 and 100000 messages per second".into());

@@ -50,6 +50,17 @@ impl std::fmt::Debug for InboundContent {
     }
 }
 
+/// A user's WhatsApp profile name: personal data, never printed (`Debug` shows its length).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProfileName(pub String);
+
+impl std::fmt::Debug for ProfileName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProfileName({} chars)", self.0.chars().count())
+    }
+}
+
 /// One inbound user message, split out of a webhook batch by the ingress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundEvent {
@@ -65,6 +76,10 @@ pub struct InboundEvent {
     /// When the ingress received it, Unix milliseconds.
     pub received_at_ms: i64,
     pub content: InboundContent,
+    /// The sender's WhatsApp profile name (`contacts[].profile.name`), only for tenants with
+    /// `remember_profile_name`: the ingress drops it otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_name: Option<ProfileName>,
     /// W3C trace context of the webhook that brought it (`traceparent`, `tracestate`), kept
     /// with the message while it waits for its turn.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -270,6 +285,7 @@ mod tests {
         assert!(!dbg.contains("secret words"));
         let content = InboundContent::Text { body: "secret words".into() };
         assert!(!format!("{content:?}").contains("secret"));
+        assert_eq!(format!("{:?}", ProfileName("Zelda".into())), "ProfileName(5 chars)");
     }
 
     #[test]
@@ -283,6 +299,7 @@ mod tests {
             timestamp: 1_760_000_000,
             received_at_ms: 1,
             content: InboundContent::Unsupported { message_type: "image".into() },
+            profile_name: Some(ProfileName("Zelda".into())),
             trace: Default::default(),
         };
         let json = serde_json::to_string(&ev).unwrap();

@@ -138,12 +138,18 @@ async fn handle_webhook(
     };
 
     let tenants = state.tenants.current();
-    let batch = split_batch(
+    let mut batch = split_batch(
         &parsed,
         |pnid| tenants.by_phone_number_id(pnid).map(|t| t.id.clone()),
         &state.pseudonymizer,
         received_at_ms,
     );
+    // Data minimisation: the profile name travels on only for tenants that keep it.
+    for ev in &mut batch.inbound {
+        if !tenants.get(&ev.tenant_id).is_some_and(|t| t.remember_profile_name) {
+            ev.profile_name = None;
+        }
+    }
     for _ in &batch.unknown_phone_number_ids {
         security_event(req, "unknown_phone_number_id");
     }

@@ -45,6 +45,7 @@ mod error;
 mod keys;
 pub mod lease;
 mod persist;
+mod profile;
 mod ratelimit;
 mod scripts;
 mod status;

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use switchboard_domain::{InboundContent, InboundEvent, Pseudonymizer, StatusEvent, UserRef};
+use switchboard_domain::{InboundContent, InboundEvent, ProfileName, Pseudonymizer, StatusEvent, UserRef};
 
 use crate::webhook::{Contact, Message, Status, WebhookPayload};
 
@@ -72,7 +72,7 @@ pub fn split_batch(
         };
 
         for message in &value.messages {
-            let (Some(wamid), Some(from)) = (&message.id, sender(message, &value.contacts)) else {
+            let (Some(wamid), Some((from, profile_name))) = (&message.id, sender(message, &value.contacts)) else {
                 batch.skipped_messages += 1;
                 continue;
             };
@@ -90,6 +90,7 @@ pub fn split_batch(
                 timestamp: message.timestamp.unwrap_or(received_at_s),
                 received_at_ms,
                 content: content_of(message),
+                profile_name,
                 trace: Default::default(),
             });
         }
@@ -113,7 +114,7 @@ pub fn split_batch(
 /// The sender of `message`: `from` / `from_user_id`, completed from the matching `contacts[]`
 /// entry. A message naming no sender at all is attributed to the only contact of its change,
 /// if there is exactly one. `None` when no identity can be found.
-fn sender(message: &Message, contacts: &[Contact]) -> Option<UserRef> {
+fn sender(message: &Message, contacts: &[Contact]) -> Option<(UserRef, Option<ProfileName>)> {
     let (from, from_user_id) = (message.from.as_deref(), message.from_user_id.as_deref());
     let contact = if from.is_none() && from_user_id.is_none() {
         match contacts {
@@ -130,8 +131,17 @@ fn sender(message: &Message, contacts: &[Contact]) -> Option<UserRef> {
         wa_id: from.map(str::to_owned).or_else(|| contact.and_then(|c| c.wa_id.clone())),
         user_id: from_user_id.map(str::to_owned).or_else(|| contact.and_then(|c| c.user_id.clone())),
     };
-    user.identity().is_some().then_some(user)
+    let name = contact
+        .and_then(|c| c.profile.as_ref())
+        .and_then(|p| p.name.as_deref())
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| ProfileName(n.chars().take(MAX_PROFILE_NAME_CHARS).collect()));
+    user.identity().is_some().then_some((user, name))
 }
+
+/// Longer profile names are cut (WhatsApp allows 25 characters; this only bounds odd input).
+const MAX_PROFILE_NAME_CHARS: usize = 128;
 
 /// What the worker needs to know about the message's content.
 fn content_of(message: &Message) -> InboundContent {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use switchboard_bus::{topology::routing, BusError};
+use switchboard_config::Tenant;
 use switchboard_domain::{
     now_ms, turn_reply_id, ChatEntry, ChatRole, DeadLetterReason, InboundContent, InboundEvent, OutboundJob, ReplyKind,
 };
@@ -166,6 +167,32 @@ impl Worker {
         }
     }
 
+    /// The tenant's system prompt, plus the user's profile name where the tenant keeps it: the
+    /// newest name of the batch is stored (with the context window's retention), else the one
+    /// stored before is used.
+    async fn system_prompt(
+        &self,
+        tenant: &Tenant,
+        conv: &ConvKey,
+        batch: &[InboundEvent],
+    ) -> Result<String, TurnError> {
+        if !tenant.remember_profile_name {
+            return Ok(tenant.system_prompt.clone());
+        }
+        let store = &self.inner.store;
+        let name = match batch.iter().rev().find_map(|e| e.profile_name.as_ref()) {
+            Some(name) => {
+                store.set_profile_name(&conv.0, &conv.1, &name.0, tenant.retention.context()).await?;
+                Some(name.0.clone())
+            }
+            None => store.profile_name(&conv.0, &conv.1).await?,
+        };
+        Ok(match name {
+            Some(name) => format!("{}\n\nThe user's WhatsApp profile name is {name:?}.", tenant.system_prompt),
+            None => tenant.system_prompt.clone(),
+        })
+    }
+
     /// One turn: every message of `batch` enters the context window in order, the LLM answers
     /// them together; messages arriving meanwhile join and the answer is regenerated, until the
     /// hard cap. Then the turn is committed (fenced by the lease) and published.
@@ -175,6 +202,7 @@ impl Worker {
         let tenant = self.inner.tenants.current().get(&conv.0).cloned().ok_or(TurnError::UnknownTenant)?;
         let ctx_ttl = tenant.retention.context();
         let oldest = batch.iter().map(|e| e.received_at_ms).min().unwrap_or_else(now_ms);
+        let system_prompt = self.system_prompt(&tenant, conv, &batch).await?;
         let mut appended = 0usize;
         let mut regenerations = 0u32;
         let (kind, body) = loop {
@@ -198,7 +226,7 @@ impl Worker {
                 Some(w) => w,
                 None => store.context(&conv.0, &conv.1).await?,
             };
-            let reply = match self.generate(&tenant, &tenant.llm_model, &tenant.system_prompt, &window).await {
+            let reply = match self.generate(&tenant, &tenant.llm_model, &system_prompt, &window).await {
                 (Ok(completion), _) => (ReplyKind::Assistant, completion.content),
                 (Err(_), _) if self.inner.shutdown.is_cancelled() => {
                     // Retries stop at shutdown: leave the messages pending for another replica

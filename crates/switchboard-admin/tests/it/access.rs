@@ -94,6 +94,7 @@ async fn the_openapi_document_is_served_and_names_every_path() {
         ("/admin/tenants/{tenant}/users/{wa_id}", &["get", "delete"][..]),
         ("/admin/tenants/{tenant}/users/{wa_id}/messages/{id}", &["patch", "delete"]),
         ("/admin/tenants/{tenant}/users/{wa_id}/restriction", &["put", "delete"]),
+        ("/admin/tenants/{tenant}/users/{wa_id}/profile", &["put", "delete"]),
         ("/admin/tenants/{tenant}/users/{wa_id}/block", &["post"]),
         ("/admin/tenants/{tenant}/audit", &["get"]),
         ("/admin/openapi.json", &["get"]),

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{event, TestAdmin, NUMBER, OPERATOR, TOKEN_A, TOKEN_B};
+use crate::helpers::{event, logs, TestAdmin, NUMBER, OPERATOR, TOKEN_A, TOKEN_B};
 
 async fn send(
     a: &TestAdmin,
@@ -185,4 +185,40 @@ async fn each_tenant_exports_its_own_audit_log() {
     assert_eq!((status, body["records"].as_array().unwrap().len()), (StatusCode::OK, 0));
     let (status, _) = send(&a, reqwest::Method::GET, "/admin/tenants/b/audit?since_ms=soon", TOKEN_B, None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_profile_name_is_exported_corrected_and_removed() {
+    let a = TestAdmin::start().await;
+    let conv = TestAdmin::conversation("b");
+    let profile = format!("{}/profile", user("b"));
+    // Nothing stored: 404, and the export says so.
+    let (status, _) = send(&a, reqwest::Method::PUT, &profile, TOKEN_B, Some(json!({"name": "Ann"}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    a.store.set_profile_name("b", &conv, "Zelda Q", std::time::Duration::from_secs(600)).await.unwrap();
+    let (_, export) = send(&a, reqwest::Method::GET, &user("b"), TOKEN_B, None).await;
+    assert_eq!(export["subject"]["profile_name"], json!("Zelda Q"), "{export}");
+
+    let (status, body) = send(&a, reqwest::Method::PUT, &profile, TOKEN_B, Some(json!({"name": " Zelda "}))).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"rectified": "profile_edited"})));
+    assert_eq!(a.store.profile_name("b", &conv).await.unwrap().as_deref(), Some("Zelda"));
+    for bad in [json!({}), json!({"name": "  "}), json!({"name": "x".repeat(129)}), json!({"name": "x", "more": 1})] {
+        let (status, _) = send(&a, reqwest::Method::PUT, &profile, TOKEN_B, Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    let (status, _) = send(&a, reqwest::Method::PUT, &profile, TOKEN_A, Some(json!({"name": "x"}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another tenant's token");
+    let (status, body) = send(&a, reqwest::Method::DELETE, &profile, TOKEN_B, None).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"rectified": "profile_removed"})));
+    assert_eq!(a.store.profile_name("b", &conv).await.unwrap(), None);
+    let (status, _) = send(&a, reqwest::Method::DELETE, &profile, TOKEN_B, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let details: Vec<String> = audit(&a, "b", OPERATOR)
+        .await
+        .iter()
+        .filter(|r| r["action"] == "rectify")
+        .map(|r| r["detail"].as_str().unwrap().into())
+        .collect();
+    assert_eq!(details, ["profile_not_found", "profile_edited", "profile_removed", "profile_not_found"]);
+    assert!(!logs().contains("Zelda"), "the name is never logged");
 }

@@ -16,6 +16,8 @@ pub struct SubjectExport {
     /// The conversation key: a keyed hash of tenant and user, never the number.
     pub subject_ref: String,
     pub exported_at_ms: i64,
+    /// The WhatsApp profile name, kept only where the tenant enables `remember_profile_name`.
+    pub profile_name: Option<String>,
     /// The context window sent to the LLM, oldest first.
     pub context: Vec<ChatEntry>,
     /// Messages waiting for their turn (full events, with the user's number and text).
@@ -116,6 +118,7 @@ impl Store {
             tenant: tenant.to_owned(),
             subject_ref: conversation.to_owned(),
             exported_at_ms: now_ms(),
+            profile_name: self.profile_name(tenant, conversation).await?,
             context,
             pending,
             unpublished,

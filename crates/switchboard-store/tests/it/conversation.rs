@@ -22,6 +22,7 @@ fn event(wamid: &str, timestamp: i64, received_at_ms: i64) -> InboundEvent {
         timestamp,
         received_at_ms,
         content: InboundContent::Text { body: format!("text of {wamid}") },
+        profile_name: None,
         trace: Default::default(),
     }
 }

@@ -167,6 +167,8 @@ fn text_fixture_event_in_detail() {
     assert_eq!(event.from.wa_id.as_deref(), Some(USER));
     assert_eq!(event.from.user_id, None);
     assert_eq!(event.conversation, pseudo().conversation(TENANT, USER));
+    // The ingress keeps it only for tenants with `remember_profile_name`.
+    assert_eq!(event.profile_name.as_ref().map(|n| n.0.as_str()), Some("Ana Test"));
 }
 
 #[test]
