@@ -32,6 +32,12 @@ async fn audit(a: &TestAdmin, tenant: &str, token: &str) -> Vec<Value> {
     body["records"].as_array().unwrap().clone()
 }
 
+/// The `detail` of each `rectify` record of the tenant's audit log, oldest first.
+async fn rectify_details(a: &TestAdmin, tenant: &str) -> Vec<String> {
+    let records = audit(a, tenant, OPERATOR).await;
+    records.iter().filter(|r| r["action"] == "rectify").map(|r| r["detail"].as_str().unwrap().into()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_returns_everything_held_and_is_audited() {
     let a = TestAdmin::start().await;
@@ -158,12 +164,7 @@ async fn rectify_edits_or_removes_a_stored_message() {
     // Another tenant's token is refused before the body is even read.
     let (status, _) = send(&a, reqwest::Method::PATCH, &message("wamid.U-x"), TOKEN_A, Some(json!({}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let details: Vec<String> = audit(&a, "b", OPERATOR)
-        .await
-        .iter()
-        .filter(|r| r["action"] == "rectify")
-        .map(|r| r["detail"].as_str().unwrap().into())
-        .collect();
+    let details = rectify_details(&a, "b").await;
     assert_eq!(details, vec!["edited", "removed", "not_found"]);
 }
 
@@ -213,12 +214,7 @@ async fn the_stored_profile_name_is_exported_corrected_and_removed() {
     assert_eq!(a.store.profile_name("b", &conv).await.unwrap(), None);
     let (status, _) = send(&a, reqwest::Method::DELETE, &profile, TOKEN_B, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let details: Vec<String> = audit(&a, "b", OPERATOR)
-        .await
-        .iter()
-        .filter(|r| r["action"] == "rectify")
-        .map(|r| r["detail"].as_str().unwrap().into())
-        .collect();
+    let details = rectify_details(&a, "b").await;
     assert_eq!(details, ["profile_not_found", "profile_edited", "profile_removed", "profile_not_found"]);
     assert!(!logs().contains("Zelda"), "the name is never logged");
 }
