@@ -88,6 +88,21 @@ async fn one_trace_runs_from_the_webhook_to_the_graph_api_call() {
             "span {name:?} is not in the webhook's trace"
         );
     }
+    // Each consumer span is the child of the PRODUCER span that published its message.
+    let events_exchange = format!("publish {}.events", env.settings.namespace);
+    for consumer in ["receive inbound", "send reply", "mark read"] {
+        let span = spans.iter().find(|s| s.name == consumer && s.span_context.trace_id() == trace_id).unwrap();
+        let parent = spans
+            .iter()
+            .find(|p| p.span_context.span_id() == span.parent_span_id)
+            .unwrap_or_else(|| panic!("the parent of {consumer:?} was not exported"));
+        assert_eq!(parent.name, events_exchange, "the parent of {consumer:?}");
+        assert_eq!(parent.span_kind, opentelemetry::trace::SpanKind::Producer);
+        let attribute =
+            |key: &str| parent.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string());
+        assert_eq!(attribute("messaging.system").as_deref(), Some("rabbitmq"));
+        assert_eq!(attribute("messaging.operation.type").as_deref(), Some("send"));
+    }
     // The chat span follows the GenAI semantic conventions.
     let chat = spans.iter().find(|s| s.name == "chat" && s.span_context.trace_id() == trace_id).unwrap();
     let keys: Vec<String> = chat.attributes.iter().map(|kv| kv.key.to_string()).collect();

@@ -2,6 +2,7 @@
 
 use lapin::{options::BasicPublishOptions, BasicProperties, Confirmation};
 use switchboard_domain::DeadLetter;
+use tracing::Instrument;
 
 use crate::{
     headers::{dead_letter_headers, to_field_table, Headers},
@@ -59,10 +60,31 @@ impl Bus {
     /// Publishes several messages pipelined (all sent, then all confirms awaited) and succeeds
     /// only if the broker confirmed every one of them. On error some may have been stored:
     /// callers rely on downstream idempotency when they retry.
+    ///
+    /// Runs in a `PRODUCER` span, `publish {exchange}`. A message without trace context gets
+    /// this span's (`traceparent`), so its consumer continues the trace as the span's child; a
+    /// message that carries one (a republished job, a dead letter) keeps it.
     pub async fn publish_all(&self, messages: &[Outgoing]) -> Result<(), BusError> {
-        if messages.is_empty() {
-            return Ok(());
+        let Some(first) = messages.first() else { return Ok(()) };
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("publish {}", first.exchange),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = %first.exchange,
+            messaging.batch.message_count = messages.len(),
+        );
+        let result = self.publish_confirmed(messages).instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
         }
+        result
+    }
+
+    async fn publish_confirmed(&self, messages: &[Outgoing]) -> Result<(), BusError> {
         let (channel, generation) = self.publisher().await?;
         let started = std::time::Instant::now();
         let published_at = switchboard_domain::now_ms().to_string();
@@ -77,6 +99,9 @@ impl Bus {
                 // The publish time, for the consumer's queue-lag metric.
                 let mut headers = m.headers.clone();
                 headers.insert(PUBLISHED_AT.into(), published_at.clone());
+                if !headers.contains_key(switchboard_telemetry::TRACEPARENT) {
+                    switchboard_telemetry::inject(&mut headers); // the publish span's context
+                }
                 props = props.with_headers(to_field_table(&headers));
                 if let Some(id) = &m.message_id {
                     props = props.with_message_id(id.as_str().into());

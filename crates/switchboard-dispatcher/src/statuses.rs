@@ -38,7 +38,6 @@ impl Dispatcher {
         if let Some(code) = event.error_codes.first() {
             message.headers.insert(names::ERROR_CODE.into(), code.to_string());
         }
-        switchboard_telemetry::inject(&mut message.headers);
         self.inner.bus.publish(message).await?;
         tracing::info!(reply_id = %job.reply_id, part, "failed message scheduled to be sent again");
         Ok(())

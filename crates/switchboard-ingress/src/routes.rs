@@ -164,13 +164,11 @@ async fn handle_webhook(
     for ev in &batch.inbound {
         let mut m = state.bus.event(routing::INBOUND, ev)?;
         m.message_id = Some(message_ref(&ev.wamid));
-        switchboard_telemetry::inject(&mut m.headers);
         messages.push(m);
     }
     for st in &batch.statuses {
         let mut m = state.bus.event(routing::STATUS, st)?;
         m.message_id = Some(format!("{}:{}", message_ref(&st.wamid), st.status));
-        switchboard_telemetry::inject(&mut m.headers);
         messages.push(m);
     }
     // 200 only once the broker has confirmed every event of the batch.

@@ -19,7 +19,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
-pub use propagation::{current_trace_id, extract, inject, link, span_context, Headers};
+pub use propagation::{current_trace_id, extract, inject, link, span_context, Headers, TRACEPARENT};
 
 /// Output format of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,6 +29,9 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+/// The W3C trace-context header (and field of stored envelopes) that carries a span's context.
+pub const TRACEPARENT: &str = "traceparent";
+
 /// Writes the current span's trace context into `headers`.
 pub fn inject(headers: &mut Headers) {
     let cx = tracing::Span::current().context();
@@ -37,7 +40,7 @@ pub fn inject(headers: &mut Headers) {
 
 /// Makes `span` a child of the trace context found in `headers` (no-op when there is none).
 pub fn extract(headers: &Headers, span: &tracing::Span) {
-    if !headers.contains_key("traceparent") {
+    if !headers.contains_key(TRACEPARENT) {
         return;
     }
     let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
@@ -46,7 +49,7 @@ pub fn extract(headers: &Headers, span: &tracing::Span) {
 
 /// The span context carried by `headers`, if valid.
 pub fn span_context(headers: &Headers) -> Option<SpanContext> {
-    if !headers.contains_key("traceparent") {
+    if !headers.contains_key(TRACEPARENT) {
         return None;
     }
     let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));

@@ -199,16 +199,15 @@ impl Worker {
             typing: tenant.typing_indicator,
         };
         let bus = self.inner.bus.clone();
-        let mut trace = switchboard_bus::Headers::new();
-        switchboard_telemetry::inject(&mut trace);
-        self.inner.spawn(async move {
-            if let Ok(mut message) = bus.event(routing::RECEIPT, &receipt) {
-                message.headers.extend(trace);
+        // Published in the background, still under `receive inbound`: `mark read` joins the trace.
+        let publish = async move {
+            if let Ok(message) = bus.event(routing::RECEIPT, &receipt) {
                 if let Err(error) = bus.publish(message).await {
                     tracing::debug!(%error, "read receipt not queued (ignored)");
                 }
             }
-        });
+        };
+        self.inner.spawn(publish.instrument(tracing::Span::current()));
     }
 
     /// Parks a delivery's body in the DLQ with the reason and counters as headers.

@@ -98,7 +98,10 @@ impl Worker {
         // it now, under the same reply id (the dispatcher sends a reply id at most once).
         for job in store.unpublished_turns(&conv.0, &conv.1).await? {
             tracing::info!(conversation = %conv.1, reply_id = %job.reply_id, "publishing a recovered turn");
-            self.publish(&job).await?;
+            // Published under the trace of the turn that committed it (`job.trace`).
+            let span = tracing::info_span!("recover turn", tenant = %conv.0, conversation = %conv.1);
+            switchboard_telemetry::extract(&job.trace, &span);
+            self.publish(&job).instrument(span).await?;
             store.finish_turn(&job, state_ttl).await?;
         }
         let Some(batch) = self.coalesce(conv, lease).await? else { return Ok(Ran::Idle) };
@@ -313,7 +316,6 @@ impl Worker {
         let bus = &self.inner.bus;
         let mut message = bus.event(routing::OUTBOUND, job)?;
         message.message_id = Some(job.reply_id.clone());
-        switchboard_telemetry::inject(&mut message.headers);
         bus.publish(message).await
     }
 

@@ -156,6 +156,9 @@ async fn the_otlp_exporter_ships_the_message_trace_to_a_collector_and_flushes_on
             "{name:?} not in the webhook's trace"
         );
     }
+    // OTLP span kind 4 = PRODUCER: the publishes of the trace (webhook events, job, receipt).
+    let producers = spans.iter().filter(|s| s.trace_id() == trace && s.span.kind == 4).count();
+    assert!(producers >= 3, "{producers} publish spans in the trace");
     let chat = spans.iter().find(|s| s.span.name == "chat" && s.trace_id() == trace).unwrap();
     assert!(chat.attribute("gen_ai.request.model").is_some());
     for s in &spans {
