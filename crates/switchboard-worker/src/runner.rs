@@ -1,6 +1,6 @@
 //! Running a conversation's turns while holding its lease.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use switchboard_bus::{topology::routing, BusError};
 use switchboard_config::Tenant;
@@ -173,14 +173,14 @@ impl Worker {
     /// The tenant's system prompt, plus the user's profile name where the tenant keeps it: the
     /// newest name of the batch is stored (with the context window's retention), else the one
     /// stored before is used.
-    async fn system_prompt(
+    async fn system_prompt<'t>(
         &self,
-        tenant: &Tenant,
+        tenant: &'t Tenant,
         conv: &ConvKey,
         batch: &[InboundEvent],
-    ) -> Result<String, TurnError> {
+    ) -> Result<Cow<'t, str>, TurnError> {
         if !tenant.remember_profile_name {
-            return Ok(tenant.system_prompt.clone());
+            return Ok(Cow::Borrowed(&tenant.system_prompt));
         }
         let store = &self.inner.store;
         let name = match batch.iter().rev().find_map(|e| e.profile_name.as_ref()) {
@@ -191,8 +191,10 @@ impl Worker {
             None => store.profile_name(&conv.0, &conv.1).await?,
         };
         Ok(match name {
-            Some(name) => format!("{}\n\nThe user's WhatsApp profile name is {name:?}.", tenant.system_prompt),
-            None => tenant.system_prompt.clone(),
+            Some(name) => {
+                Cow::Owned(format!("{}\n\nThe user's WhatsApp profile name is {name:?}.", tenant.system_prompt))
+            }
+            None => Cow::Borrowed(&tenant.system_prompt),
         })
     }
 
