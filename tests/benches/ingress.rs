@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use switchboard_tests::{webhook, webhook::Text, TestEnv, APP_SECRET, PHONE_NUMBER_ID};
+use switchboard_tests::{latency_summary, webhook, webhook::Text, TestEnv, APP_SECRET, PHONE_NUMBER_ID};
 
 /// `requests` webhooks, each carrying `batch` text messages from different users.
 fn bodies(requests: usize, batch: usize) -> Vec<(Vec<u8>, String)> {
@@ -75,19 +75,15 @@ async fn run(concurrency: usize, requests: usize, batch: usize) {
         latencies.extend(c.await.unwrap());
     }
     let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let ms = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
     // Every event of every answered webhook is on the broker.
     let queued = env.bus.queue_depth(&env.bus.topology().inbound.clone()).await.unwrap() as usize;
     assert_eq!(queued, requests * batch, "confirmed events in the inbound queue");
     println!(
         "ingress/webhooks concurrency={concurrency} batch={batch} requests={requests} elapsed_s={elapsed:.2} \
-         webhooks_per_s={:.0} events_per_s={:.0} latency_ms p50={:.1} p99={:.1} max={:.1}",
+         webhooks_per_s={:.0} events_per_s={:.0} latency_ms {}",
         requests as f64 / elapsed,
         (requests * batch) as f64 / elapsed,
-        ms(0.5),
-        ms(0.99),
-        ms(1.0),
+        latency_summary(&mut latencies),
     );
     env.teardown().await;
 }

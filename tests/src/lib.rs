@@ -24,6 +24,14 @@ pub use proxy::TcpProxy;
 
 use std::{future::Future, time::Duration};
 
+/// `p50=… p99=… max=…` in milliseconds (one decimal) of `samples`, for benchmark lines.
+pub fn latency_summary(samples: &mut [Duration]) -> String {
+    assert!(!samples.is_empty(), "no samples");
+    samples.sort();
+    let ms = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
+    format!("p50={:.1} p99={:.1} max={:.1}", ms(0.5), ms(0.99), ms(1.0))
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
