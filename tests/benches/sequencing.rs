@@ -19,7 +19,7 @@ use std::{
 
 use switchboard_bus::{consume, topology::routing, ConsumerConfig};
 use switchboard_domain::{now_ms, InboundContent, InboundEvent, OutboundJob, UserRef};
-use switchboard_tests::{LlmReply, TestEnv, PHONE_NUMBER_ID};
+use switchboard_tests::{LlmReply, RoleHandle, TestEnv, PHONE_NUMBER_ID};
 use tokio_util::sync::CancellationToken;
 
 struct Run {
@@ -43,7 +43,7 @@ fn event(conv: usize, msg: usize, received_at_ms: i64) -> InboundEvent {
 }
 
 /// Collects (receive time, job) for every outbound job.
-async fn collect(env: &TestEnv, stop: CancellationToken) -> Arc<Mutex<Vec<(i64, OutboundJob)>>> {
+async fn collect(env: &TestEnv, stop: CancellationToken) -> Seen {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let config = ConsumerConfig {
         queue: env.bus.topology().outbound.clone(),
@@ -78,9 +78,14 @@ async fn wait_for(seen: &Mutex<Vec<(i64, OutboundJob)>>, want: usize) {
     }
 }
 
-async fn capacity(run: &Run, conversations: usize) {
+type Seen = Arc<Mutex<Vec<(i64, OutboundJob)>>>;
+
+/// A fresh environment with `run.workers` workers (64 turns each, prefetch 512), the fake LLM
+/// echoing after `run.llm`, and the outbound collector.
+async fn start(run: &Run, coalesce_window_ms: u64) -> (TestEnv, Vec<RoleHandle>, CancellationToken, Seen) {
     let env = TestEnv::with(|s| {
-        s.coalesce_window_ms = 0;
+        s.coalesce_window_ms = coalesce_window_ms;
+        s.turn_max_delay_ms = 10_000;
         s.worker_concurrency = 64;
         s.worker_prefetch = 512;
         s.llm_timeout_ms = 10_000;
@@ -90,6 +95,11 @@ async fn capacity(run: &Run, conversations: usize) {
     let workers: Vec<_> = (0..run.workers).map(|_| env.start_worker()).collect();
     let stop = CancellationToken::new();
     let seen = collect(&env, stop.clone()).await;
+    (env, workers, stop, seen)
+}
+
+async fn capacity(run: &Run, conversations: usize) {
+    let (env, workers, stop, seen) = start(run, 0).await;
     let start = now_ms();
     for chunk in (0..conversations).collect::<Vec<_>>().chunks(100) {
         let msgs: Vec<_> = chunk
@@ -122,18 +132,7 @@ async fn capacity(run: &Run, conversations: usize) {
 
 async fn latency(run: &Run, conversations: usize, per_second: usize) {
     const WINDOW_MS: u64 = 1_500;
-    let env = TestEnv::with(|s| {
-        s.coalesce_window_ms = WINDOW_MS;
-        s.turn_max_delay_ms = 10_000;
-        s.worker_concurrency = 64;
-        s.worker_prefetch = 512;
-        s.llm_timeout_ms = 10_000;
-    })
-    .await;
-    env.llm.set_fallback(LlmReply::Delayed(run.llm, Box::new(LlmReply::Echo)));
-    let workers: Vec<_> = (0..run.workers).map(|_| env.start_worker()).collect();
-    let stop = CancellationToken::new();
-    let seen = collect(&env, stop.clone()).await;
+    let (env, workers, stop, seen) = start(run, WINDOW_MS).await;
     let gap = Duration::from_secs_f64(1.0 / per_second as f64);
     let mut senders = Vec::new();
     for c in 0..conversations {
