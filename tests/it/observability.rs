@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::DEADLINE;
 
 /// The value of the first series whose line starts with `prefix` (name plus labels).
-fn series(text: &str, prefix: &str) -> f64 {
+pub(crate) fn series(text: &str, prefix: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

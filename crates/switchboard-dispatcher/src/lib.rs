@@ -104,11 +104,24 @@ pub async fn run(
         tokio::spawn(async move {
             loop {
                 let now = switchboard_domain::now_ms();
-                if let Err(e) = retention::expire_parked(&bus, &settings, &tenants.current(), now).await {
-                    tracing::warn!(error = %e, "parked-message retention sweep failed; next try in an hour");
-                }
+                let next =
+                    match retention::expire_parked(&bus, &settings, &tenants.current(), now, retention::SWEEP_LIMIT)
+                        .await
+                    {
+                        Ok(sweep) if retention::incomplete(&sweep) => {
+                            tracing::info!(
+                                "parked-message retention sweep did not see every message; again in a minute"
+                            );
+                            retention::SWEEP_AGAIN
+                        }
+                        Ok(_) => retention::SWEEP_INTERVAL,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "parked-message retention sweep failed; next try in an hour");
+                            retention::SWEEP_INTERVAL
+                        }
+                    };
                 tokio::select! {
-                    _ = tokio::time::sleep(retention::SWEEP_INTERVAL) => {}
+                    _ = tokio::time::sleep(next) => {}
                     _ = shutdown.cancelled() => return,
                 }
             }

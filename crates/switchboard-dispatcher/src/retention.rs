@@ -15,6 +15,11 @@ pub const SWEEP_LIMIT: usize = 100_000;
 /// How often each dispatcher replica sweeps (also once at start-up).
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// How soon a sweep that saw fewer messages than were ready when it began is repeated: one that
+/// met its limit, or one that overlapped another reader of the queue (an operator's `dlq list`
+/// holds the messages it shows for a moment, out of the sweep's sight).
+pub const SWEEP_AGAIN: Duration = Duration::from_secs(60);
+
 /// What one sweep of one queue did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
@@ -23,15 +28,26 @@ pub struct Expired {
     pub deleted: usize,
     /// Messages looked at (deleted or not).
     pub examined: usize,
+    /// Messages that were ready when the sweep began but that it did not see (past its limit, or
+    /// taken by another reader after the sweep counted them); a lower bound.
+    pub unseen: usize,
 }
 
-/// Deletes the parked messages older than their retention, at `now_ms`. Messages with no
-/// readable parking time are kept (and counted as examined).
+/// Whether some queue of a sweep holds messages it did not look at, so the next sweep should
+/// come after [`SWEEP_AGAIN`] rather than [`SWEEP_INTERVAL`].
+pub fn incomplete(sweep: &[Expired]) -> bool {
+    sweep.iter().any(|e| e.unseen > 0)
+}
+
+/// Deletes the parked messages older than their retention, at `now_ms`, looking at no more than
+/// `limit` messages per queue (the dispatcher uses [`SWEEP_LIMIT`]). Messages with no readable
+/// parking time are kept (and counted as examined).
 pub async fn expire_parked(
     bus: &Bus,
     settings: &Settings,
     tenants: &Tenants,
     now_ms: i64,
+    limit: usize,
 ) -> Result<Vec<Expired>, BusError> {
     let default = Retention::from_settings(settings).parked();
     let retention = |headers: &Headers| {
@@ -40,13 +56,14 @@ pub async fn expire_parked(
     let t = bus.topology();
     let mut out = Vec::new();
     for queue in [t.dlq.clone(), t.held.clone(), t.rejected.clone()] {
+        let ready = bus.queue_depth(&queue).await? as usize;
         let (deleted, examined) =
-            bus.purge_where(&queue, SWEEP_LIMIT, |headers, _| is_expired(headers, retention(headers), now_ms)).await?;
+            bus.purge_where(&queue, limit, |headers, _| is_expired(headers, retention(headers), now_ms)).await?;
         if deleted > 0 {
             metrics::counter!("switchboard_parked_expired_total", "queue" => queue.clone()).increment(deleted as u64);
             tracing::info!(queue, deleted, examined, "parked messages past their retention deleted");
         }
-        out.push(Expired { queue, deleted, examined });
+        out.push(Expired { queue, deleted, examined, unseen: ready.saturating_sub(examined) });
     }
     Ok(out)
 }
