@@ -160,6 +160,51 @@ async fn redrive_resumes_at_the_unsent_part_and_never_sends_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walks_of_one_parking_queue_take_turns_across_connections() {
+    use switchboard_domain::{DeadLetter, DeadLetterReason};
+    let env = TestEnv::new().await;
+    let topology = env.bus.topology().clone();
+    const N: usize = 30;
+    for i in 0..N {
+        let info = DeadLetter {
+            reason: if i % 2 == 0 { DeadLetterReason::SendPermanent } else { DeadLetterReason::Expired },
+            tenant_id: Some("default".into()),
+            error_code: None,
+            last_error: "x".into(),
+            attempts: 1,
+            first_attempt_at_ms: 1,
+            dead_lettered_at_ms: 1,
+            source_queue: topology.outbound.clone(),
+        };
+        env.bus.publish(env.bus.dead_letter(b"{}".to_vec(), Default::default(), &info)).await.unwrap();
+    }
+    // Two processes' worth of readers (two connections), two walks each, all at once: an
+    // operator listing while dispatchers count by reason. Each sees the whole queue.
+    let other = env.role_bus("other-process");
+    let all = Filter::default();
+    let (dlq, all) = (&topology.dlq, &all);
+    let (a, b, c, d) = tokio::join!(
+        env.bus.peek(dlq, all, 1000),
+        other.peek(dlq, all, 1000),
+        env.bus.peek(dlq, all, 1000),
+        other.peek(dlq, all, 1000)
+    );
+    for seen in [a, b, c, d] {
+        assert_eq!(seen.unwrap().len(), N);
+    }
+    // A redrive alongside a listing: the listing sees either all of them or none.
+    let expired = Filter { reason: Some("expired".into()), tenant: None };
+    let redrive = env.bus.redrive(&topology.dlq, &expired);
+    let listing = other.peek(dlq, all, 1000);
+    let (moved, listed) = tokio::join!(redrive, listing);
+    assert_eq!(moved.unwrap(), N / 2);
+    assert!([N, N / 2].contains(&listed.unwrap().len()));
+    assert_eq!(env.bus.queue_depth(&topology.dlq).await.unwrap() as usize, N / 2);
+    other.close().await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_out_of_order_end_as_read() {
     let mut env = TestEnv::new().await;
     env.start_all().await;

@@ -2,6 +2,12 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use switchboard_bus::topology::routing;
+use switchboard_domain::{turn_reply_id, OutboundJob, Pseudonymizer, ReplyKind, UserRef};
+use switchboard_store::{
+    lease::{Acquired, Lease},
+    ClaimKey,
+};
 use switchboard_tests::{wait_until, webhook, webhook::Text, LlmReply, TestEnv, PHONE_NUMBER_ID};
 
 use crate::DEADLINE;
@@ -218,11 +224,6 @@ async fn a_chatty_conversation_does_not_starve_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_committed_by_a_holder_that_died_before_publishing_is_published_once() {
-    use switchboard_domain::{turn_reply_id, OutboundJob, ReplyKind};
-    use switchboard_store::{
-        lease::{Acquired, Lease},
-        ClaimKey,
-    };
     let mut env = TestEnv::new().await;
     env.start_ingress().await;
     assert_eq!(
@@ -273,5 +274,102 @@ async fn a_turn_committed_by_a_holder_that_died_before_publishing_is_published_o
     dispatcher.stop().await;
     assert!(env.llm.calls().is_empty(), "the committed answer is not generated again");
     assert_eq!(env.graph.delivered().len(), 1);
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_messages_with_one_timestamp_is_answered_in_the_batchs_order() {
+    // One webhook, twelve messages in the same second, no coalescing, an instant model: the
+    // turns follow the batch's order (not the wamids' sort order), and their replies, published
+    // milliseconds apart and taken by two dispatchers at once, reach the user in that order.
+    let mut env = TestEnv::with(|s| s.coalesce_window_ms = 0).await;
+    env.start_ingress().await;
+    let (w, d1, d2) = (env.start_worker(), env.start_dispatcher(), env.start_dispatcher());
+    const N: usize = 12;
+    let (bodies, wamids): (Vec<String>, Vec<String>) =
+        (0..N).map(|i| (format!("m{i}"), format!("wamid.ord.{i}"))).unzip();
+    let now = webhook::now_s();
+    let texts: Vec<Text<'_>> =
+        (0..N).map(|i| Text { from: "15551230077", wamid: &wamids[i], body: &bodies[i], timestamp: now }).collect();
+    assert_eq!(env.post_webhook(webhook::text_batch(PHONE_NUMBER_ID, &texts), None).await.status(), 200);
+    let replies = wait_until(DEADLINE, "every reply", || async {
+        let d = env.graph.delivered_to("15551230077");
+        (d.len() >= N).then_some(d)
+    })
+    .await;
+    let expected: Vec<String> = bodies.iter().map(|b| format!("reply to: {b}")).collect();
+    assert_eq!(replies, expected);
+    for role in [w, d1, d2] {
+        role.stop().await;
+    }
+    env.teardown().await;
+}
+
+/// A committed turn's reply for `user`, as the worker would publish it.
+async fn committed_reply(env: &TestEnv, user: &str, body: &str) -> OutboundJob {
+    let tenant = env.settings.tenant_id.clone();
+    let conversation = Pseudonymizer::new(env.settings.pseudonym_key()).conversation(&tenant, user);
+    let wamids = vec![format!("wamid.{user}.{body}")];
+    let job = OutboundJob {
+        reply_id: turn_reply_id(&tenant, &wamids),
+        tenant_id: tenant,
+        phone_number_id: PHONE_NUMBER_ID.into(),
+        to: UserRef { wa_id: Some(user.into()), user_id: None },
+        conversation,
+        in_reply_to: wamids[0].clone(),
+        wamids,
+        kind: ReplyKind::Assistant,
+        body: body.into(),
+        user_timestamp: webhook::now_s(),
+        created_at_ms: switchboard_domain::now_ms(),
+        last_received_at_ms: switchboard_domain::now_ms(),
+        trace: Default::default(),
+    };
+    let key = ClaimKey::conversation(&job.tenant_id, &job.conversation);
+    let Acquired::Lease(lease) = Lease::acquire(&env.store, key, Duration::from_secs(5), Duration::ZERO).await.unwrap()
+    else {
+        panic!("lease free")
+    };
+    let ttl = Duration::from_secs(60);
+    assert!(env.store.commit_turn(lease.token(), &job, None, ttl, ttl).await.unwrap());
+    lease.release().await.unwrap();
+    job
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_waits_for_the_earlier_replies_of_its_conversation_and_skips_a_lost_one() {
+    let env = TestEnv::with(|s| s.reply_order_wait_ms = 400).await;
+    let user = "15551230078";
+    let mut jobs = Vec::new();
+    for body in ["first", "second", "third"] {
+        jobs.push(committed_reply(&env, user, body).await);
+    }
+    // The broker hands them out newest first: two dispatchers still send them in commit order.
+    for job in jobs.iter().rev() {
+        env.bus.publish(env.bus.event(routing::OUTBOUND, job).unwrap()).await.unwrap();
+    }
+    let (d1, d2) = (env.start_dispatcher(), env.start_dispatcher());
+    let sent = wait_until(DEADLINE, "three replies", || async {
+        let d = env.graph.delivered_to(user);
+        (d.len() >= 3).then_some(d)
+    })
+    .await;
+    assert_eq!(sent, ["first", "second", "third"]);
+
+    // A committed reply whose job never reaches a dispatcher holds the next one back for
+    // REPLY_ORDER_WAIT_MS only.
+    let _lost = committed_reply(&env, user, "lost").await;
+    let after = committed_reply(&env, user, "after").await;
+    let published = std::time::Instant::now();
+    env.bus.publish(env.bus.event(routing::OUTBOUND, &after).unwrap()).await.unwrap();
+    wait_until(DEADLINE, "the reply after the lost one", || async {
+        (env.graph.delivered_to(user).len() == 4).then_some(())
+    })
+    .await;
+    assert!(published.elapsed() >= Duration::from_millis(400), "it waited for the lost one first");
+    assert_eq!(env.graph.delivered_to(user)[3], "after");
+    for role in [d1, d2] {
+        role.stop().await;
+    }
     env.teardown().await;
 }

@@ -138,7 +138,7 @@ impl TestEnv {
     }
 
     /// The bus a role gets: through [`TestEnv::role_amqp_url`] when set (e.g. a fault proxy).
-    fn role_bus(&self, name: &str) -> Bus {
+    pub fn role_bus(&self, name: &str) -> Bus {
         let url = self.role_amqp_url.clone().unwrap_or_else(|| self.settings.amqp_url.expose().to_string());
         Bus::new_lazy(&url, &self.settings.namespace, bus_options(&self.settings, name))
     }

@@ -17,6 +17,8 @@ pub enum BusError {
     Timeout(Duration),
     #[error("message could not be encoded: {0}")]
     Encode(String),
+    #[error("{0} is being walked by another listing, redrive or sweep; try again")]
+    Busy(String),
 }
 
 impl From<lapin::Error> for BusError {

@@ -5,8 +5,24 @@
 //! Each operation walks the queue once with `basic.get` on a channel of its own, settling only
 //! the messages it acts on; everything else stays unacknowledged until the channel closes and
 //! goes back to the queue untouched.
+//!
+//! A message held by one walk is out of every other walk's sight, so walks of one queue take
+//! turns, across processes: an operator's `dlq list`, a dispatcher's by-reason gauge and its
+//! retention sweep would otherwise each see part of the queue. The turn is an exclusive queue
+//! `{queue}.walking` (RabbitMQ lets one connection at a time declare it; it vanishes with that
+//! connection if the process dies), plus a mutex within the process, whose walks share one
+//! connection.
 
-use lapin::options::BasicGetOptions;
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, Mutex},
+    time::Duration,
+};
+
+use lapin::{
+    options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions},
+    types::FieldTable,
+};
 
 use crate::{
     headers::{names, Headers},
@@ -47,7 +63,19 @@ pub fn reason(headers: &Headers) -> Option<&str> {
 }
 
 /// How long a walk waits for the messages it handed back to be ready in the queue again.
-const SETTLE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+const SETTLE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long a walk waits for another walk of the same queue to finish.
+pub const WALK_TURN_WAIT: Duration = Duration::from_secs(30);
+
+/// This process's walks, one mutex per queue (they share one connection, which RabbitMQ's
+/// exclusive queue cannot tell apart).
+static LOCAL_TURNS: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = LazyLock::new(Default::default);
+
+/// The name of the exclusive queue that marks a walk of `queue` in progress.
+pub fn walking_marker(queue: &str) -> String {
+    format!("{queue}.walking")
+}
 
 /// One parked message as seen by a listing.
 #[derive(Debug, Clone)]
@@ -62,6 +90,10 @@ pub struct Parked {
 impl Bus {
     /// Up to `limit` messages of `queue` matching `filter`, left in place.
     pub async fn peek(&self, queue: &str, filter: &Filter, limit: usize) -> Result<Vec<Parked>, BusError> {
+        self.in_turn(queue, self.peek_walk(queue, filter, limit)).await
+    }
+
+    async fn peek_walk(&self, queue: &str, filter: &Filter, limit: usize) -> Result<Vec<Parked>, BusError> {
         let channel = self.channel().await?;
         let mut out = Vec::new();
         let mut position = 0;
@@ -106,6 +138,15 @@ impl Bus {
         limit: usize,
         doomed: impl Fn(&Headers, &[u8]) -> bool,
     ) -> Result<(usize, usize), BusError> {
+        self.in_turn(queue, self.purge_where_walk(queue, limit, doomed)).await
+    }
+
+    async fn purge_where_walk(
+        &self,
+        queue: &str,
+        limit: usize,
+        doomed: impl Fn(&Headers, &[u8]) -> bool,
+    ) -> Result<(usize, usize), BusError> {
         let channel = self.channel().await?;
         let (mut deleted, mut examined) = (0, 0);
         while examined < limit {
@@ -122,6 +163,10 @@ impl Bus {
     }
 
     async fn walk(&self, queue: &str, filter: &Filter, republish: bool) -> Result<usize, BusError> {
+        self.in_turn(queue, self.walk_and_settle(queue, filter, republish)).await
+    }
+
+    async fn walk_and_settle(&self, queue: &str, filter: &Filter, republish: bool) -> Result<usize, BusError> {
         let channel = self.channel().await?;
         let (mut moved, mut kept) = (0, 0);
         while let Some(got) = channel.basic_get(queue.into(), BasicGetOptions::default()).await? {
@@ -163,6 +208,48 @@ impl Bus {
         Ok(moved)
     }
 
+    /// Runs `walk` when no other walk of `queue` is under way, in this process or any other
+    /// (see the module docs). Waits up to [`WALK_TURN_WAIT`], then fails with [`BusError::Busy`].
+    async fn in_turn<T>(
+        &self,
+        queue: &str,
+        walk: impl std::future::Future<Output = Result<T, BusError>>,
+    ) -> Result<T, BusError> {
+        let local = LOCAL_TURNS.lock().unwrap_or_else(|p| p.into_inner()).entry(queue.to_owned()).or_default().clone();
+        let _local = tokio::time::timeout(WALK_TURN_WAIT, local.lock_owned())
+            .await
+            .map_err(|_| BusError::Busy(queue.to_owned()))?;
+        let marker = walking_marker(queue);
+        let deadline = tokio::time::Instant::now() + WALK_TURN_WAIT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let channel = self.channel().await?;
+            let exclusive = QueueDeclareOptions { exclusive: true, ..Default::default() };
+            match channel.queue_declare(marker.as_str().into(), exclusive, FieldTable::default()).await {
+                Ok(_) => {
+                    let _ = channel.close(200, "turn taken".into()).await;
+                    break;
+                }
+                // RESOURCE_LOCKED: another connection's walk holds the marker.
+                Err(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 405) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(BusError::Busy(queue.to_owned()));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        let result = walk.await;
+        // The marker goes with our connection anyway; deleting it lets the next walk in now.
+        if let Ok(channel) = self.channel().await {
+            let _ = channel.queue_delete(marker.as_str().into(), QueueDeleteOptions::default()).await;
+            let _ = channel.close(200, "turn done".into()).await;
+        }
+        result
+    }
+
     /// Closes a walk's channel, which hands its unacknowledged messages back to `queue`, and
     /// waits (up to [`SETTLE_DEADLINE`]) until at least `returned` messages are ready there again.
     /// A quorum queue applies those returns asynchronously, after the close completes; without
@@ -174,7 +261,7 @@ impl Bus {
             return;
         }
         let deadline = tokio::time::Instant::now() + SETTLE_DEADLINE;
-        let mut pause = std::time::Duration::from_millis(2);
+        let mut pause = Duration::from_millis(2);
         loop {
             match self.queue_depth(queue).await {
                 Ok(ready) if ready as usize >= returned => return,
@@ -186,7 +273,7 @@ impl Bus {
                 Ok(_) => {}
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 

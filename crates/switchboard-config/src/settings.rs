@@ -115,6 +115,9 @@ pub struct Settings {
     /// Minimum spacing of messages to one user (WhatsApp's pair rate), after `pair_burst`.
     pub pair_interval_ms: u64,
     pub pair_burst: u32,
+    /// How long a reply waits for the earlier replies of its conversation to be settled before
+    /// it is sent regardless (`0`: replies are not held in order).
+    pub reply_order_wait_ms: u64,
     /// Safety margin before the end of WhatsApp's 24-hour window: replies later than
     /// 24 h minus this after the user's last message are dead-lettered as `window_closed`.
     pub window_margin_secs: u64,
@@ -213,6 +216,7 @@ impl Default for Settings {
             rate_burst: 8,
             pair_interval_ms: 1_000,
             pair_burst: 3,
+            reply_order_wait_ms: 10_000,
             window_margin_secs: 600,
             mark_read: true,
             typing_indicator: true,

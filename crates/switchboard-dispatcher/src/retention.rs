@@ -15,9 +15,8 @@ pub const SWEEP_LIMIT: usize = 100_000;
 /// How often each dispatcher replica sweeps (also once at start-up).
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// How soon a sweep that saw fewer messages than were ready when it began is repeated: one that
-/// met its limit, or one that overlapped another reader of the queue (an operator's `dlq list`
-/// holds the messages it shows for a moment, out of the sweep's sight).
+/// How soon a sweep that saw fewer messages than were ready when it began (it met its limit) is
+/// repeated.
 pub const SWEEP_AGAIN: Duration = Duration::from_secs(60);
 
 /// What one sweep of one queue did.
@@ -28,8 +27,8 @@ pub struct Expired {
     pub deleted: usize,
     /// Messages looked at (deleted or not).
     pub examined: usize,
-    /// Messages that were ready when the sweep began but that it did not see (past its limit, or
-    /// taken by another reader after the sweep counted them); a lower bound.
+    /// Messages that were ready when the sweep began but that it did not look at (past its
+    /// limit); a lower bound.
     pub unseen: usize,
 }
 

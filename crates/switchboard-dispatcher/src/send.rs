@@ -75,6 +75,10 @@ impl Dispatcher {
         );
         switchboard_telemetry::extract(&delivery.headers, &span);
         async {
+            if !self.wait_for_earlier_replies(&job).await {
+                let _ = delivery.requeue().await; // shutting down
+                return;
+            }
             // Redis or broker trouble: retry here rather than give the job back, which would
             // count toward the queue's delivery limit.
             let infrastructure = |e: &Requeue| matches!(e, Requeue::Bus(_) | Requeue::Store(_));
@@ -88,6 +92,10 @@ impl Dispatcher {
                     if let Err(error) = delivery.ack().await {
                         tracing::warn!(%error, "ack failed after the job was settled");
                     }
+                    let store = &self.inner.store;
+                    if let Err(error) = store.reply_settled(&job.tenant_id, &job.conversation, &job.reply_id).await {
+                        tracing::warn!(%error, "could not let the conversation's next reply go; it waits its turn out");
+                    }
                 }
                 Err(reason) => {
                     tracing::warn!(error = %reason, "reply not finished; requeueing");
@@ -100,6 +108,44 @@ impl Dispatcher {
         }
         .instrument(span)
         .await
+    }
+
+    /// Waits until the replies committed before this one in its conversation are settled, so
+    /// replies reach the user in order with any number of replicas (`SWITCHBOARD_REPLY_ORDER_WAIT_MS`
+    /// at most; then they are skipped). False when shutdown began meanwhile. Redis trouble ends
+    /// the wait: order is a courtesy, the send itself retries on Redis.
+    async fn wait_for_earlier_replies(&self, job: &OutboundJob) -> bool {
+        let limit = Duration::from_millis(self.inner.settings.reply_order_wait_ms);
+        if limit.is_zero() {
+            return true;
+        }
+        let (store, started) = (&self.inner.store, tokio::time::Instant::now());
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match store.reply_may_go(&job.tenant_id, &job.conversation, &job.reply_id).await {
+                Ok(true) => break,
+                Ok(false) if started.elapsed() >= limit => {
+                    let skipped = store.skip_replies_before(&job.tenant_id, &job.conversation, &job.reply_id).await;
+                    tracing::warn!(
+                        skipped = skipped.unwrap_or(0),
+                        "earlier replies of the conversation not settled in time; this one goes first"
+                    );
+                    break;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "reply order unknown; sending without waiting");
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.inner.shutdown.cancelled() => return false,
+            }
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        metrics::histogram!("switchboard_reply_order_wait_seconds").record(started.elapsed().as_secs_f64());
+        true
     }
 
     async fn send_job(&self, job: &OutboundJob, delivery: &Delivery, attempts: Attempts) -> Result<Fate, Requeue> {

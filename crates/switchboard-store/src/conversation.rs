@@ -7,6 +7,8 @@
 //! * `{ns}:conv:{t:c}:events`: hash wamid → the inbound event JSON;
 //! * `{ns}:conv:{t:c}:unpublished`: hash reply id → outbound job JSON, for a turn committed
 //!   and not yet confirmed on the broker (a crash there is recovered by the next lease holder);
+//! * `{ns}:conv:{t:c}:outbox`: sorted set of the reply ids committed and not yet settled by a
+//!   dispatcher, scored in commit order (see [`crate::outbox`]);
 //! * `{ns}:msg:{t:c}:{wamid}`: `t:<reply id>` (in a committed turn), `d:<reply id>` (answered),
 //!   `n` (needs no reply). Kept for the idempotency TTL: redeliveries are recognised.
 //!
@@ -92,7 +94,7 @@ return out
 });
 
 /// Fenced commit of a turn. `KEYS[1]` lease, `KEYS[2]` pending, `KEYS[3]` events,
-/// `KEYS[4]` unpublished, `KEYS[5]` context, `KEYS[6..]` message states.
+/// `KEYS[4]` unpublished, `KEYS[5]` context, `KEYS[6]` outbox, `KEYS[7..]` message states.
 /// `ARGV[1]` lease value, `ARGV[2]` reply id, `ARGV[3]` job JSON, `ARGV[4]` state ttl ms,
 /// `ARGV[5]` assistant entry JSON ('' = none), `ARGV[6]` its id, `ARGV[7]` window size,
 /// `ARGV[8]` context ttl ms, `ARGV[9..]` wamids (same order as the state keys).
@@ -101,14 +103,17 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 6, #KEYS do
-  local w = ARGV[i + 3]
+for i = 7, #KEYS do
+  local w = ARGV[i + 2]
   redis.call('SET', KEYS[i], 't:' .. ARGV[2], 'PX', ARGV[4])
   redis.call('ZREM', KEYS[2], w)
   redis.call('HDEL', KEYS[3], w)
 end
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[4], ARGV[4])
+local last = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')
+redis.call('ZADD', KEYS[6], 'NX', (tonumber(last[2]) or 0) + 1, ARGV[2])
+redis.call('PEXPIRE', KEYS[6], ARGV[4])
 if ARGV[5] ~= '' then
   local present = false
   for _, raw in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do
@@ -253,7 +258,8 @@ impl Store {
             .key(self.keys.conv(t, c, "pending"))
             .key(self.keys.conv(t, c, "events"))
             .key(self.keys.conv(t, c, "unpublished"))
-            .key(self.keys.context(t, c));
+            .key(self.keys.context(t, c))
+            .key(self.keys.conv(t, c, "outbox"));
         for w in &job.wamids {
             invocation.key(self.keys.message(t, c, w));
         }

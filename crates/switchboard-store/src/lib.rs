@@ -16,6 +16,7 @@
 //! | `{ns}:conv:{t:c}:pending` | sorted set of wamids (score: user timestamp, then arrival) | [`Store::enqueue_message`] | idempotency ttl, reset on enqueue |
 //! | `{ns}:conv:{t:c}:events` | hash wamid → inbound event JSON | same | same |
 //! | `{ns}:conv:{t:c}:unpublished` | hash reply id → outbound job JSON | [`Store::commit_turn`] | idempotency ttl |
+//! | `{ns}:conv:{t:c}:outbox` | sorted set of reply ids, scored in commit order | [`Store::commit_turn`]; removed by [`Store::reply_settled`] | idempotency ttl |
 //! | `{ns}:msg:{t:c}:{message_ref}` | string `t:<reply>` / `d:<reply>` / `n` | commit / finish / no-reply | idempotency ttl |
 //! | `{ns}:ctx:{t:c}` | list of JSON [`ChatEntry`], oldest first, at most [`CONTEXT_WINDOW_MESSAGES`] | [`Store::append_context`], [`Store::commit_turn`] | context ttl, reset on every append |
 //! | `{ns}:status:{tenant}:{message_ref}` | hash: `status`, `rank`, `timestamp`, `error_codes` (JSON), `reply_id`, `updated_at_ms` | [`Store::record_status`] | the caller's `ttl`, reset on every write |
@@ -30,6 +31,7 @@
 //! * `context`: the conversation window sent to the LLM;
 //! * `conversation`: sequencing state (pending messages, message states, fenced turn commits);
 //! * `lease`: renewed claims that notice a takeover;
+//! * `outbox`: the order in which a conversation's replies are sent;
 //! * `status`: monotonic delivery statuses;
 //! * `scripts`: the Lua scripts (one per multi-step update, loaded once, `EVALSHA`);
 //! * `error`: [`StoreError`], whose messages never hold stored values.
@@ -44,6 +46,7 @@ mod dispatch;
 mod error;
 mod keys;
 pub mod lease;
+mod outbox;
 mod persist;
 mod profile;
 mod ratelimit;

@@ -38,7 +38,9 @@ impl SplitBatch {
 /// `route` maps a `metadata.phone_number_id` to the tenant id that owns it. Every
 /// `entry[] × changes[] × messages[]/statuses[]/errors[]` is visited; only `messages` changes
 /// produce events. Inbound messages are deduplicated by wamid and statuses by `(wamid, status)`
-/// within the batch. A missing timestamp falls back to `received_at_ms`.
+/// within the batch. A missing timestamp falls back to `received_at_ms`. The n-th inbound
+/// message of the batch is stamped `received_at_ms + n`: messages with the same timestamp (one
+/// second) keep the order Meta listed them in, since arrival orders them next.
 pub fn split_batch(
     payload: &WebhookPayload,
     route: impl Fn(&str) -> Option<String>,
@@ -81,6 +83,7 @@ pub fn split_batch(
             }
             // `sender` guarantees an identity.
             let identity = from.identity().unwrap_or_default();
+            let position = batch.inbound.len() as i64;
             batch.inbound.push(InboundEvent {
                 tenant_id: tenant_id.clone(),
                 phone_number_id: phone_number_id.to_owned(),
@@ -88,7 +91,7 @@ pub fn split_batch(
                 conversation: pseudo.conversation(&tenant_id, identity),
                 from,
                 timestamp: message.timestamp.unwrap_or(received_at_s),
-                received_at_ms,
+                received_at_ms: received_at_ms + position,
                 content: content_of(message),
                 profile_name,
                 trace: Default::default(),

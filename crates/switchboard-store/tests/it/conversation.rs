@@ -124,3 +124,36 @@ async fn a_commit_is_fenced_by_the_lease_and_a_turn_survives_until_published() {
     fresh.release().await.unwrap();
     assert!(!s.conversation_leased("t1", "c1").await.unwrap());
 }
+
+#[tokio::test]
+async fn replies_leave_in_commit_order_and_a_stuck_one_can_be_skipped() {
+    let t = TestStore::new().await;
+    let s = &t.store;
+    let holder = lease(&t, 10_000).await;
+    let turns: Vec<OutboundJob> = ["w1", "w2", "w3"].iter().map(|w| job(&[w])).collect();
+    for turn in &turns {
+        assert!(s.commit_turn(holder.token(), turn, None, TTL, TTL).await.unwrap());
+    }
+    let may_go = |i: usize| s.reply_may_go("t1", "c1", &turns[i].reply_id);
+    assert_eq!((may_go(0).await.unwrap(), may_go(1).await.unwrap(), may_go(2).await.unwrap()), (true, false, false));
+    assert!(s.reply_may_go("t1", "c1", "rp_not_a_turn").await.unwrap(), "not in line: goes at once");
+    assert!(s.reply_may_go("t1", "other", &turns[1].reply_id).await.unwrap(), "other conversations are apart");
+
+    s.reply_settled("t1", "c1", &turns[0].reply_id).await.unwrap();
+    assert_eq!((may_go(1).await.unwrap(), may_go(2).await.unwrap()), (true, false));
+    // The third gives up on the second (its job lost, say): it goes, the second stays unordered.
+    assert_eq!(s.skip_replies_before("t1", "c1", &turns[2].reply_id).await.unwrap(), 1);
+    assert!(may_go(2).await.unwrap());
+    assert!(may_go(1).await.unwrap(), "the skipped one is sent whenever it comes");
+    assert!(may_go(0).await.unwrap(), "a settled one redelivered goes at once");
+
+    // A later turn queues after the last one still in line, even after the line emptied.
+    s.reply_settled("t1", "c1", &turns[2].reply_id).await.unwrap();
+    let later = [job(&["w4"]), job(&["w5"])];
+    for turn in &later {
+        assert!(s.commit_turn(holder.token(), turn, None, TTL, TTL).await.unwrap());
+    }
+    assert!(s.reply_may_go("t1", "c1", &later[0].reply_id).await.unwrap());
+    assert!(!s.reply_may_go("t1", "c1", &later[1].reply_id).await.unwrap());
+    holder.release().await.unwrap();
+}

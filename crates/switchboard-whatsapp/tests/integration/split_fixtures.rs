@@ -100,9 +100,9 @@ fn every_webhook_fixture_splits_as_expected() {
             assert!(conversation.bytes().all(|b| b.is_ascii_hexdigit()), "{stem}");
             assert!(!conversation.contains("1555") && !conversation.contains("US."), "{stem}");
         }
-        for event in &batch.inbound {
+        for (position, event) in batch.inbound.iter().enumerate() {
             assert_eq!((event.tenant_id.as_str(), event.phone_number_id.as_str()), (TENANT, PNID));
-            assert_eq!(event.received_at_ms, RECEIVED_AT_MS);
+            assert_eq!(event.received_at_ms, RECEIVED_AT_MS + position as i64, "{stem}: the batch's order kept");
             assert!(event.wamid.starts_with("wamid."), "{stem}");
         }
 
