@@ -75,10 +75,6 @@ impl Dispatcher {
         );
         switchboard_telemetry::extract(&delivery.headers, &span);
         async {
-            if !self.wait_for_earlier_replies(&job).await {
-                let _ = delivery.requeue().await; // shutting down
-                return;
-            }
             // Redis or broker trouble: retry here rather than give the job back, which would
             // count toward the queue's delivery limit.
             let infrastructure = |e: &Requeue| matches!(e, Requeue::Bus(_) | Requeue::Store(_));
@@ -112,16 +108,18 @@ impl Dispatcher {
 
     /// Waits until the replies committed before this one in its conversation are settled, so
     /// replies reach the user in order with any number of replicas (`SWITCHBOARD_REPLY_ORDER_WAIT_MS`
-    /// at most; then they are skipped). False when shutdown began meanwhile. Redis trouble ends
-    /// the wait: order is a courtesy, the send itself retries on Redis.
-    async fn wait_for_earlier_replies(&self, job: &OutboundJob) -> bool {
+    /// at most; then they are skipped). Called once the reply was found not first in line. Redis
+    /// trouble ends the wait: order is a courtesy, the send itself retries on Redis.
+    async fn wait_for_earlier_replies(&self, job: &OutboundJob) -> Result<(), Requeue> {
         let limit = Duration::from_millis(self.inner.settings.reply_order_wait_ms);
-        if limit.is_zero() {
-            return true;
-        }
         let (store, started) = (&self.inner.store, tokio::time::Instant::now());
         let mut pause = Duration::from_millis(2);
         loop {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.inner.shutdown.cancelled() => return Err(Requeue::Shutdown),
+            }
+            pause = (pause * 2).min(Duration::from_millis(50));
             match store.reply_may_go(&job.tenant_id, &job.conversation, &job.reply_id).await {
                 Ok(true) => break,
                 Ok(false) if started.elapsed() >= limit => {
@@ -138,14 +136,9 @@ impl Dispatcher {
                     break;
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = self.inner.shutdown.cancelled() => return false,
-            }
-            pause = (pause * 2).min(Duration::from_millis(50));
         }
         metrics::histogram!("switchboard_reply_order_wait_seconds").record(started.elapsed().as_secs_f64());
-        true
+        Ok(())
     }
 
     async fn send_job(&self, job: &OutboundJob, delivery: &Delivery, attempts: Attempts) -> Result<Fate, Requeue> {
@@ -163,13 +156,18 @@ impl Dispatcher {
         };
         // The user's rights first: nothing for an erased user that was prepared before the
         // erasure, nothing but the confirmation of their own command while restricted.
-        if store.erased_at(&job.tenant_id, &job.conversation).await?.is_some_and(|at| job.created_at_ms <= at) {
+        let mut checks = store.send_checks(&job.tenant_id, &job.conversation, &job.reply_id).await?;
+        if !checks.may_go && s.reply_order_wait_ms > 0 {
+            self.wait_for_earlier_replies(job).await?;
+            checks = store.send_checks(&job.tenant_id, &job.conversation, &job.reply_id).await?;
+        }
+        if checks.erased_at.is_some_and(|at| job.created_at_ms <= at) {
             return Ok(Fate::Suppressed);
         }
-        if job.kind != ReplyKind::Notice && store.is_restricted(&job.tenant_id, &job.conversation).await? {
+        if job.kind != ReplyKind::Notice && checks.restricted {
             return Ok(Fate::Suppressed);
         }
-        if store.tenant_paused(&job.tenant_id).await?.is_some() {
+        if checks.paused.is_some() {
             return self.hold(job, delivery).await;
         }
         let now = now_ms();
@@ -177,8 +175,7 @@ impl Dispatcher {
         if now - born > s.reply_max_age_secs as i64 * 1000 {
             return self.dead_letter(job, delivery, attempts, DeadLetterReason::Expired, None, "reply too old").await;
         }
-        let last_inbound =
-            store.last_inbound(&job.tenant_id, &job.conversation).await?.unwrap_or(0).max(job.user_timestamp);
+        let last_inbound = checks.last_inbound.unwrap_or(0).max(job.user_timestamp);
         if now / 1000 - last_inbound > WINDOW_SECS - s.window_margin_secs as i64 {
             return self
                 .dead_letter(job, delivery, attempts, DeadLetterReason::WindowClosed, None, "24-hour window closed")

@@ -14,7 +14,66 @@ use switchboard_domain::OutboundJob;
 use crate::error::json_error;
 use crate::{millis, ClaimKey, Store, StoreError};
 
+/// What the dispatcher checks before sending a reply, read in one round trip.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendChecks {
+    /// When the user's data was erased (Unix ms), while the marker lasts.
+    pub erased_at: Option<i64>,
+    /// Whether the user restricted processing.
+    pub restricted: bool,
+    /// Why the tenant's sending is paused, if it is.
+    pub paused: Option<String>,
+    /// The user's newest message time (Unix s): the start of the 24-hour window.
+    pub last_inbound: Option<i64>,
+    /// Whether the reply may go now as far as its conversation's order goes (see
+    /// [`Store::reply_may_go`], which this reads without a script).
+    pub may_go: bool,
+}
+
 impl Store {
+    /// The erasure and restriction markers of the user, the tenant's pause, the user's last
+    /// inbound time and the reply's place in its conversation's line, in one pipelined round trip
+    /// (the dispatcher reads them for every reply).
+    pub async fn send_checks(
+        &self,
+        tenant: &str,
+        conversation: &str,
+        reply_id: &str,
+    ) -> Result<SendChecks, StoreError> {
+        let mut conn = self.conn().await?;
+        let outbox = self.keys.conv(tenant, conversation, "outbox");
+        type Raw = (Option<String>, Option<String>, Option<String>, Option<i64>, Vec<String>, Option<f64>);
+        let (erased, restricted, paused, last_inbound, first, place): Raw = redis::pipe()
+            .cmd("GET")
+            .arg(self.marker_key("erased", tenant, conversation))
+            .cmd("GET")
+            .arg(self.marker_key("restricted", tenant, conversation))
+            .cmd("GET")
+            .arg(self.keys.paused(tenant))
+            .cmd("GET")
+            .arg(self.keys.conv(tenant, conversation, "window"))
+            .cmd("ZRANGE")
+            .arg(&outbox)
+            .arg(0)
+            .arg(0)
+            .cmd("ZSCORE")
+            .arg(&outbox)
+            .arg(reply_id)
+            .query_async(&mut conn)
+            .await?;
+        let may_go = place.is_none() || first.first().is_none_or(|f| f == reply_id);
+        let time = |raw: Option<String>| {
+            raw.map(|v| v.parse::<i64>().map_err(|_| StoreError::decode("subject marker time"))).transpose()
+        };
+        Ok(SendChecks {
+            erased_at: time(erased)?,
+            restricted: time(restricted)?.is_some(),
+            paused,
+            last_inbound,
+            may_go,
+        })
+    }
+
     /// Pauses the tenant's sending (e.g. its access token was refused), with a short reason.
     pub async fn pause_tenant(&self, tenant: &str, reason: &str) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;

@@ -62,6 +62,7 @@ use redis::AsyncConnectionConfig;
 
 pub use claim::ClaimOutcome;
 pub use conversation::MessageState;
+pub use dispatch::SendChecks;
 pub use error::StoreError;
 pub use keys::ClaimKey;
 pub use persist::persist;

@@ -154,7 +154,7 @@ impl Store {
     }
 
     /// `{ns}:{kind}:{{tenant}:{conversation}}`
-    fn marker_key(&self, kind: &str, tenant: &str, conversation: &str) -> String {
+    pub(crate) fn marker_key(&self, kind: &str, tenant: &str, conversation: &str) -> String {
         format!("{}:{kind}:{{{tenant}:{conversation}}}", self.keys.namespace())
     }
 
