@@ -12,7 +12,8 @@ use std::time::Duration;
 use switchboard_domain::OutboundJob;
 
 use crate::error::json_error;
-use crate::{millis, ClaimKey, Store, StoreError};
+use crate::subject::marker_time;
+use crate::{millis, outbox, ClaimKey, Store, StoreError};
 
 /// What the dispatcher checks before sending a reply, read in one round trip.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,37 +42,21 @@ impl Store {
         reply_id: &str,
     ) -> Result<SendChecks, StoreError> {
         let mut conn = self.conn().await?;
-        let outbox = self.keys.conv(tenant, conversation, "outbox");
-        type Raw = (Option<String>, Option<String>, Option<String>, Option<i64>, Vec<String>, Option<f64>);
-        let (erased, restricted, paused, last_inbound, first, place): Raw = redis::pipe()
-            .cmd("GET")
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET")
             .arg(self.marker_key("erased", tenant, conversation))
             .cmd("GET")
             .arg(self.marker_key("restricted", tenant, conversation))
             .cmd("GET")
             .arg(self.keys.paused(tenant))
             .cmd("GET")
-            .arg(self.keys.conv(tenant, conversation, "window"))
-            .cmd("ZRANGE")
-            .arg(&outbox)
-            .arg(0)
-            .arg(0)
-            .cmd("ZSCORE")
-            .arg(&outbox)
-            .arg(reply_id)
-            .query_async(&mut conn)
-            .await?;
-        let may_go = place.is_none() || first.first().is_none_or(|f| f == reply_id);
-        let time = |raw: Option<String>| {
-            raw.map(|v| v.parse::<i64>().map_err(|_| StoreError::decode("subject marker time"))).transpose()
-        };
-        Ok(SendChecks {
-            erased_at: time(erased)?,
-            restricted: time(restricted)?.is_some(),
-            paused,
-            last_inbound,
-            may_go,
-        })
+            .arg(self.keys.conv(tenant, conversation, "window"));
+        outbox::read_place(&mut pipe, &self.keys.conv(tenant, conversation, "outbox"), reply_id);
+        type Raw = (Option<String>, Option<String>, Option<String>, Option<i64>, Vec<String>, Option<f64>);
+        let (erased, restricted, paused, last_inbound, first, place): Raw = pipe.query_async(&mut conn).await?;
+        let may_go = outbox::may_go(&first, place, reply_id);
+        let (erased_at, restricted) = (marker_time(erased)?, marker_time(restricted)?.is_some());
+        Ok(SendChecks { erased_at, restricted, paused, last_inbound, may_go })
     }
 
     /// Pauses the tenant's sending (e.g. its access token was refused), with a short reason.

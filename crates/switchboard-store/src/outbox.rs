@@ -16,18 +16,6 @@ use std::sync::LazyLock;
 
 use crate::{Store, StoreError};
 
-/// `KEYS[1]` outbox; `ARGV[1]` reply id. 1 when the reply is first in line or not in the outbox.
-static MAY_GO: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local first = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
-if (not first) or first == ARGV[1] then return 1 end
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
-return 0
-"#,
-    )
-});
-
 /// `KEYS[1]` outbox; `ARGV[1]` reply id. Removes the replies committed before it; returns how many.
 static SKIP_BEFORE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -39,14 +27,26 @@ return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. score)
     )
 });
 
+/// Adds to `pipe` the two reads [`may_go`] decides on: the first of the line and the reply's place.
+pub(crate) fn read_place(pipe: &mut redis::Pipeline, outbox: &str, reply_id: &str) {
+    pipe.cmd("ZRANGE").arg(outbox).arg(0).arg(0).cmd("ZSCORE").arg(outbox).arg(reply_id);
+}
+
+/// The reply may go when it is first in its line or not in it at all. (Read without a script:
+/// a line that changes between the two reads can only make a reply wait one more poll.)
+pub(crate) fn may_go(first: &[String], place: Option<f64>, reply_id: &str) -> bool {
+    place.is_none() || first.first().is_none_or(|f| f == reply_id)
+}
+
 impl Store {
     /// Whether the reply may be sent now: it is its conversation's oldest unsettled reply, or it
     /// is not in the outbox at all.
     pub async fn reply_may_go(&self, tenant: &str, conversation: &str, reply_id: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
-        let go: i64 =
-            MAY_GO.key(self.keys.conv(tenant, conversation, "outbox")).arg(reply_id).invoke_async(&mut conn).await?;
-        Ok(go == 1)
+        let mut pipe = redis::pipe();
+        read_place(&mut pipe, &self.keys.conv(tenant, conversation, "outbox"), reply_id);
+        let (first, place): (Vec<String>, Option<f64>) = pipe.query_async(&mut conn).await?;
+        Ok(may_go(&first, place, reply_id))
     }
 
     /// Gives up waiting for the replies committed before this one (they stay wherever they are

@@ -83,6 +83,11 @@ pub(crate) struct SubjectKeys {
     pub messages: Vec<(String, String)>,
 }
 
+/// A marker's value: the time (Unix ms) it was set.
+pub(crate) fn marker_time(raw: Option<String>) -> Result<Option<i64>, StoreError> {
+    raw.map(|v| v.parse().map_err(|_| StoreError::decode("subject marker time"))).transpose()
+}
+
 impl Store {
     /// Edits (`Some(content)`) or removes (`None`) one entry of the context window, found by its
     /// id (an inbound wamid or a reply id) or by the [`message_ref`] of its id. Atomic. Returns
@@ -162,7 +167,7 @@ impl Store {
         let mut conn = self.conn().await?;
         let raw: Option<String> =
             redis::cmd("GET").arg(self.marker_key(kind, tenant, conversation)).query_async(&mut conn).await?;
-        raw.map(|v| v.parse().map_err(|_| StoreError::decode("subject marker time"))).transpose()
+        marker_time(raw)
     }
 
     /// Every key whose name holds this tenant's conversation key (one pass of `SCAN`).
