@@ -15,9 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use switchboard_tests::{latency_summary, webhook, webhook::Text, TestEnv, APP_SECRET, PHONE_NUMBER_ID};
+use switchboard_tests::{latency_summary, webhook, webhook::Text, LlmReply, TestEnv, APP_SECRET, PHONE_NUMBER_ID};
 
-async fn run(rate_per_s: u32, seconds: u32, coalesce_window_ms: u64) {
+async fn run(rate_per_s: u32, seconds: u32, coalesce_window_ms: u64, llm_ms: u64) {
     let mut env = TestEnv::with(|s| {
         s.coalesce_window_ms = coalesce_window_ms;
         s.rate_per_number = 100_000.0;
@@ -26,6 +26,9 @@ async fn run(rate_per_s: u32, seconds: u32, coalesce_window_ms: u64) {
         s.dispatcher_concurrency = 64;
     })
     .await;
+    if llm_ms > 0 {
+        env.llm.set_fallback(LlmReply::Delayed(Duration::from_millis(llm_ms), Box::new(LlmReply::Echo)));
+    }
     env.start_all().await;
     let url = format!("{}/webhooks/whatsapp", env.ingress_url());
     let client = reqwest::Client::new();
@@ -63,7 +66,7 @@ async fn run(rate_per_s: u32, seconds: u32, coalesce_window_ms: u64) {
         env.graph.delivered().iter().map(|send| send.at - posted[send.to.as_deref().expect("a recipient")]).collect();
     assert_eq!(latencies.len(), messages, "one reply per message");
     println!(
-        "end_to_end/latency rate_per_s={rate_per_s} messages={messages} coalesce_window_ms={coalesce_window_ms} llm_ms=0 \
+        "end_to_end/latency rate_per_s={rate_per_s} messages={messages} coalesce_window_ms={coalesce_window_ms} llm_ms={llm_ms} \
          latency_ms {}",
         latency_summary(&mut latencies)
     );
@@ -72,7 +75,9 @@ async fn run(rate_per_s: u32, seconds: u32, coalesce_window_ms: u64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    run(50, 10, 0).await;
-    run(200, 10, 0).await;
-    run(50, 10, 1_500).await;
+    run(50, 10, 0, 0).await;
+    run(200, 10, 0, 0).await;
+    run(50, 10, 1_500, 0).await;
+    // A model answering in 1 s: about 50 turns in flight at once, within the 64 permits.
+    run(50, 10, 0, 1_000).await;
 }
