@@ -178,15 +178,22 @@ async fn latency(run: &Run, conversations: usize, per_second: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // `cargo bench` passes `--bench`; a filter argument is not supported.
-    for (llm, conversations) in [(Duration::ZERO, 1_000), (Duration::from_secs(1), 400)] {
-        for workers in [1, 2] {
-            capacity(&Run { llm, workers }, conversations).await;
+    // `cargo bench … -- capacity` (or `latency`) runs only the lines of that name; `cargo bench`
+    // itself passes `--bench`, which is not a filter.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    if wanted("capacity") {
+        for (llm, conversations) in [(Duration::ZERO, 1_000), (Duration::from_secs(1), 400)] {
+            for workers in [1, 2] {
+                capacity(&Run { llm, workers }, conversations).await;
+            }
         }
     }
-    for llm in [Duration::ZERO, Duration::from_secs(1)] {
-        for workers in [1, 2] {
-            latency(&Run { llm, workers }, 100, 20).await;
+    if wanted("latency") {
+        for llm in [Duration::ZERO, Duration::from_secs(1)] {
+            for workers in [1, 2] {
+                latency(&Run { llm, workers }, 100, 20).await;
+            }
         }
     }
 }
