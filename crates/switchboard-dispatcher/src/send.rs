@@ -154,13 +154,15 @@ impl Dispatcher {
                 .dead_letter(job, delivery, attempts, DeadLetterReason::UnknownTenant, None, "no access token")
                 .await;
         };
-        // The user's rights first: nothing for an erased user that was prepared before the
-        // erasure, nothing but the confirmation of their own command while restricted.
+        // One read for every check below and for the reply's place in its conversation's line;
+        // read again after waiting for the replies ahead of it.
         let mut checks = store.send_checks(&job.tenant_id, &job.conversation, &job.reply_id).await?;
         if !checks.may_go && s.reply_order_wait_ms > 0 {
             self.wait_for_earlier_replies(job).await?;
             checks = store.send_checks(&job.tenant_id, &job.conversation, &job.reply_id).await?;
         }
+        // The user's rights first: nothing for an erased user that was prepared before the
+        // erasure, nothing but the confirmation of their own command while restricted.
         if checks.erased_at.is_some_and(|at| job.created_at_ms <= at) {
             return Ok(Fate::Suppressed);
         }
