@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use switchboard_bus::topology::routing;
 use switchboard_domain::{now_ms, OutboundJob, ReplyKind, UserRef};
-use switchboard_tests::{GraphReply, TestEnv, PHONE_NUMBER_ID};
+use switchboard_tests::{GraphReply, RoleHandle, TestEnv, PHONE_NUMBER_ID};
 
 fn job(i: usize) -> OutboundJob {
     let now = now_ms();
@@ -33,13 +33,9 @@ fn job(i: usize) -> OutboundJob {
     }
 }
 
-async fn run(label: &str, jobs: usize, rate: f64, burst: u32, dispatchers: usize) {
-    let env = TestEnv::with(|s| {
-        s.rate_per_number = rate;
-        s.rate_burst = burst;
-        s.dispatcher_concurrency = 64;
-    })
-    .await;
+/// Publishes `jobs` replies onto the outbound queue, starts `dispatchers` and waits until the
+/// fake Graph API has accepted that many sends. Returns the running dispatchers.
+async fn publish_and_send(env: &TestEnv, jobs: usize, dispatchers: usize) -> Vec<RoleHandle> {
     for chunk in (0..jobs).collect::<Vec<_>>().chunks(200) {
         let msgs: Vec<_> = chunk.iter().map(|&i| env.bus.event(routing::OUTBOUND, &job(i)).unwrap()).collect();
         env.bus.publish_all(&msgs).await.unwrap();
@@ -50,6 +46,17 @@ async fn run(label: &str, jobs: usize, rate: f64, burst: u32, dispatchers: usize
         assert!(tokio::time::Instant::now() < deadline, "benchmark stalled");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    roles
+}
+
+async fn run(label: &str, jobs: usize, rate: f64, burst: u32, dispatchers: usize) {
+    let env = TestEnv::with(|s| {
+        s.rate_per_number = rate;
+        s.rate_burst = burst;
+        s.dispatcher_concurrency = 64;
+    })
+    .await;
+    let roles = publish_and_send(&env, jobs, dispatchers).await;
     let sends = env.graph.delivered();
     let mut times: Vec<_> = sends.iter().map(|s| s.at).collect();
     times.sort();
@@ -91,16 +98,7 @@ async fn throughput_error(dispatchers: usize) {
     let mut script = vec![GraphReply::Ok; ERROR_AT - 1];
     script.push(GraphReply::Fixture("130429_throughput.json"));
     env.graph.script(script);
-    for chunk in (0..JOBS).collect::<Vec<_>>().chunks(200) {
-        let msgs: Vec<_> = chunk.iter().map(|&i| env.bus.event(routing::OUTBOUND, &job(i)).unwrap()).collect();
-        env.bus.publish_all(&msgs).await.unwrap();
-    }
-    let roles: Vec<_> = (0..dispatchers).map(|_| env.start_dispatcher()).collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    while env.graph.delivered().len() < JOBS {
-        assert!(tokio::time::Instant::now() < deadline, "benchmark stalled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let roles = publish_and_send(&env, JOBS, dispatchers).await;
     let all = env.graph.sends();
     let failed = all.iter().find(|s| s.accepted.is_none()).expect("the scripted 130429");
     let (error_at, failed_to) = (failed.at, failed.to.clone());
